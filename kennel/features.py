@@ -74,7 +74,8 @@ def to_model_frame(data: pd.DataFrame | Iterable[Mapping[str, Any]], card: Model
         if feat.type is FeatureType.categorical:
             out[feat.name] = pd.Categorical(col.astype("object"), categories=list(feat.categories or ()))
         elif feat.type is FeatureType.boolean:
-            out[feat.name] = col.map(lambda v: float(v) if v is not None and v == v else float("nan")).astype("float32")
+            flags = pd.array(col.astype("object").where(col.notna(), None), dtype="boolean")
+            out[feat.name] = flags.to_numpy(dtype="float32", na_value=float("nan"))
         else:
             out[feat.name] = pd.to_numeric(col, errors="coerce").astype("float32")
     return pd.DataFrame(out, index=frame.index)

@@ -1,0 +1,50 @@
+"""dbt feature models over the validated clean table: each model an asset, each dbt test an asset check."""
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+
+from assets.ingestion import CLEAN
+from kennel.spec import DatasetSpec
+from resources import dbt_project
+from resources.lake import LakeResource
+
+class KennelDbtTranslator(DagsterDbtTranslator):
+    """The dbt source `kennel_lake.clean` is the Spark `clean_records` asset; models join the features group."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source" and dbt_resource_props["name"] == "clean":
+            return CLEAN
+        return super().get_asset_key(dbt_resource_props)
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return "features"
+
+def dbt_vars(spec: DatasetSpec, lake: LakeResource) -> dict[str, Any]:
+    """The spec's columns, handed to the generic dbt models."""
+    return {"kennel": {
+        "clean_glob": lake.clean_glob(spec.name),
+        "id_column": spec.id_column,
+        "timestamp_column": spec.timestamp_column,
+        "label_column": spec.label.column,
+        "feature_columns": spec.feature_names,
+    }}
+
+def build_feature_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
+    if not dbt_project.manifest_path.exists():
+        # A fresh clone has no manifest yet; `dbt parse` makes one (a few seconds, once).
+        dbt_project.preparer.prepare(dbt_project)
+
+    @dbt_assets(manifest=dbt_project.manifest_path, dagster_dbt_translator=KennelDbtTranslator(), project=dbt_project)
+    def feature_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource):
+        # dbt-duckdb writes its warehouse into the lake; the profile reads the path from the environment.
+        os.environ["KENNEL_WAREHOUSE"] = str(lake.warehouse())
+        lake.warehouse().parent.mkdir(parents=True, exist_ok=True)
+        args = ["build", "--vars", json.dumps(dbt_vars(spec, lake))]
+        yield from dbt.cli(args, context=context).stream()
+
+    return [feature_models]

@@ -1,0 +1,53 @@
+"""Every connection Kennel uses, chosen per environment in one place.
+
+KENNEL_ENV=local (default): everything embedded under the project's .kennel/ folder, Spark local[2].
+KENNEL_ENV=cluster: every location comes from the environment (dagster.EnvVar) and must be set.
+See the README's "Configuration" table for each variable.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import dagster as dg
+from dagster_dbt import DbtCliResource, DbtProject
+from dagster_pyspark import LazyPySparkResource
+
+from kennel.sparkconf import prepare_spark_environment, spark_conf
+from resources.lake import LakeResource
+from resources.model_store import ModelStoreResource
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STATE_DIR = PROJECT_ROOT / ".kennel"
+DBT_DIR = PROJECT_ROOT / "dbt"
+
+dbt_project = DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR)
+
+
+def _setting(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def build_resources(env: str | None = None) -> dict[str, object]:
+    env = env or _setting("KENNEL_ENV", "local")
+    prepare_spark_environment()
+    if env == "local":
+        lake = LakeResource(root=_setting("KENNEL_LAKE_ROOT", str(STATE_DIR / "lake")))
+        spark_master = _setting("KENNEL_SPARK_MASTER", "local[2]")
+        store = ModelStoreResource(home=_setting("BENTOML_HOME", str(STATE_DIR / "bentoml")))
+    elif env == "cluster":
+        lake = LakeResource(root=dg.EnvVar("KENNEL_LAKE_ROOT"))
+        spark_master = os.environ["KENNEL_SPARK_MASTER"]  # spark_config is a plain dict, not EnvVar-able
+        store = ModelStoreResource(home=dg.EnvVar("BENTOML_HOME"))
+    else:
+        raise ValueError(f"KENNEL_ENV must be 'local' or 'cluster', got {env!r}")
+    return {
+        "lake": lake,
+        "pyspark": LazyPySparkResource(spark_config=spark_conf(spark_master)),
+        # The dbt next to this interpreter, so a run never picks up another dbt from PATH.
+        "dbt": DbtCliResource(project_dir=dbt_project, profiles_dir=str(DBT_DIR),
+                              dbt_executable=str(Path(sys.executable).parent / "dbt")),
+        "model_store": store,
+    }

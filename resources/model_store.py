@@ -1,0 +1,38 @@
+"""The BentoML model store and Bento builds (BENTOML_HOME is project-local by default)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+
+class ModelStoreResource(dg.ConfigurableResource):
+    """Where trained models and Bentos live. `home` becomes BENTOML_HOME for this process."""
+
+    home: str
+
+    def activate(self) -> None:
+        """Point BentoML at `home`; must run before bentoml is first imported in the process."""
+        home = str(Path(self.home).resolve())
+        current = os.environ.get("BENTOML_HOME")
+        if current and current != home and "bentoml" in __import__("sys").modules:
+            raise RuntimeError(
+                f"bentoml was already imported with BENTOML_HOME={current}; cannot switch to {home} in-process"
+            )
+        os.environ["BENTOML_HOME"] = home
+        os.environ["BENTOML_DO_NOT_TRACK"] = "True"
+        Path(home).mkdir(parents=True, exist_ok=True)
+
+    def save_model(self, model_dir: Path, *, name: str, labels: dict[str, str], metadata: dict) -> str:
+        self.activate()
+        from kennel.registry import save_model
+
+        return save_model(model_dir, name=name, labels=labels, metadata=metadata)
+
+    def build_bento(self, model_tag: str, *, bento_name: str, labels: dict[str, str]) -> str:
+        self.activate()
+        from kennel.registry import build_bento
+
+        return build_bento(model_tag, bento_name=bento_name, labels=labels)
