@@ -22,7 +22,8 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 
-def build_definitions(spec_path: str | None = None) -> dg.Definitions:
+def build_definitions(spec_path: str | None = None, resources: dict | None = None) -> dg.Definitions:
+    """Definitions for one data-set spec; `resources` replaces individual resources (tests use it)."""
     spec = load_spec(spec_path)
     jobs, schedules = build_jobs_and_schedules(spec)
     return dg.Definitions(
@@ -34,7 +35,7 @@ def build_definitions(spec_path: str | None = None) -> dg.Definitions:
         ],
         jobs=jobs,
         schedules=schedules,
-        resources=build_resources(),
+        resources={**build_resources(), **(resources or {})},
         # Steps share one process: Spark and the heavy imports start once per run, not once per step,
         # which on two cores is the difference between seconds and minutes.
         executor=dg.in_process_executor,

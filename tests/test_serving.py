@@ -128,19 +128,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    home = tmp_path_factory.mktemp("bentoml_home")
-    saved_env = {k: os.environ.get(k) for k in ("BENTOML_HOME", "BENTOML_DO_NOT_TRACK")}
-    # bentoml binds its stores to BENTOML_HOME on first use, so set it before anything touches them.
-    os.environ["BENTOML_HOME"] = str(home)
-    os.environ["BENTOML_DO_NOT_TRACK"] = "True"
+    # conftest points BENTOML_HOME at the session's temp folder before anything imports bentoml.
     import bentoml
-    from bentoml._internal.configuration.containers import BentoMLContainer
 
     from kennel.registry import build_bento, load_model_folder, save_model
-
-    if not str(BentoMLContainer.model_store_dir.get()).startswith(str(home)):
-        pytest.fail("bentoml was bound to another BENTOML_HOME by an earlier test; "
-                    "set BENTOML_HOME once per test session (conftest) instead")
 
     spec = load_spec(DEMO_SPEC)
     rng = np.random.default_rng(7)
@@ -173,11 +164,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield Served(base_url, model_tag, bento_tag, card, booster, records, expected, command, env)
     finally:
         _stop(proc)
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _post(served: Served, route: str, body: Any) -> requests.Response:

@@ -1,0 +1,171 @@
+"""The whole asset graph on real components (Spark, GX, dbt, XGBoost, BentoML) in a real Dagster instance."""
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+import yaml
+
+from definitions import build_definitions
+from kennel.demo import generate
+from kennel.features import ModelCard
+from kennel.spec import DEFAULT_SPEC_PATH, load_spec
+from resources.lake import LakeResource
+
+pytestmark = pytest.mark.slow
+
+DAYS = 8  # the demo split needs 3 test + 3 validation + at least 1 train day
+ROWS_PER_DAY = 400
+
+
+def _spec_file(tmp: Path, landing: Path, base: Path = DEFAULT_SPEC_PATH, **changes) -> Path:
+    """A copy of a spec whose source points at a landing folder of the test's own."""
+    raw = yaml.safe_load(base.read_text())
+    raw["source"]["uri"] = str(landing)
+    raw.update(changes)
+    path = tmp / f"{raw['name']}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+class Project:
+    """One data set's definitions, lake and Dagster instance, with helpers to run its jobs."""
+
+    def __init__(self, tmp: Path, spec_path: Path, instance: dg.DagsterInstance):
+        self.spec = load_spec(spec_path)
+        self.lake = LakeResource(root=str(tmp / "lake"))
+        self.defs = build_definitions(str(spec_path), resources={"lake": self.lake})
+        self.instance = instance
+
+    def run(self, job: str, days: list[str] | None = None) -> dg.ExecuteInProcessResult:
+        tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]} if days else {}
+        return self.defs.resolve_job_def(job).execute_in_process(instance=self.instance, tags=tags, raise_on_error=False)
+
+    def metadata(self, key: str) -> dict:
+        event = self.instance.get_latest_materialization_event(dg.AssetKey(key))
+        assert event is not None, f"{key} was never materialized"
+        return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def _days(spec, n: int = DAYS) -> list[str]:
+    return [d.strftime("%Y-%m-%d") for d in pd.date_range(spec.start_date, periods=n)]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("demo")
+    spec_path = _spec_file(tmp, tmp / "landing")
+    with dg.instance_for_test() as instance:
+        project = Project(tmp, spec_path, instance)
+        report = generate(project.spec, tmp / "landing", days=DAYS, rows_per_day=ROWS_PER_DAY)
+        ingest = project.run("ingest_daily", _days(project.spec))
+        train = project.run("train_and_package")
+        yield project, report, ingest, train
+
+
+def test_every_asset_is_materialized_and_every_check_passes(demo):
+    project, _, ingest, train = demo
+    assert ingest.success and train.success
+    for key in project.defs.resolve_asset_graph().get_all_asset_keys():
+        assert project.instance.get_latest_materialization_event(key) is not None, key.to_user_string()
+    evaluations = ingest.get_asset_check_evaluations() + train.get_asset_check_evaluations()
+    names = {e.check_name for e in evaluations}
+    assert {"rows_reconcile", "quarantine_rate", "gx_not_null", "gx_ranges", "gx_categories", "gx_unique_id",
+            "gx_row_count"} <= names
+    assert any(n.startswith("unique_features") for n in names), "dbt tests run as asset checks"
+    assert [e.check_name for e in evaluations if not e.passed] == []
+
+
+def test_row_counts_add_up_from_landing_to_training_set(demo):
+    project, report, _, _ = demo
+    raw, clean, quarantine = project.metadata("raw_records"), project.metadata("clean_records"), project.metadata("quarantined_records")
+    assert raw["rows"] == report.total_rows == DAYS * ROWS_PER_DAY
+    assert clean["rows_in"] == raw["rows"] == clean["rows_out"] + quarantine["rows"]
+    assert quarantine["rows"] == 0  # baseline data is clean
+    training = project.metadata("training_set")
+    assert training["dagster/row_count"] == clean["rows_out"]
+    assert training["data_partitions"] == _days(project.spec)
+
+
+def test_model_evaluation_and_bento(demo):
+    project, _, _, _ = demo
+    model, evaluation, bento = project.metadata("model"), project.metadata("model_evaluation"), project.metadata("bento")
+    assert model["device"] == "cpu" and model["best_iteration"] >= 0
+    assert 0.7 < evaluation["roc_auc"] <= 1.0
+    assert 0 < evaluation["log_loss"] < 0.69  # better than a coin
+    assert "fairness_gender" in evaluation and "gender_demographic_parity_difference" in evaluation
+
+    import bentoml
+
+    stored = bentoml.bentos.get(bento["bento_tag"])
+    assert [str(m.tag) for m in stored.info.all_models] == [bento["model_tag"]]
+    labels = bentoml.models.get(bento["model_tag"]).info.labels
+    assert labels["spec_hash"] == project.spec.fingerprint()
+    assert labels["data_first_day"] == _days(project.spec)[0]
+
+
+def test_failed_validation_blocks_downstream_and_is_never_trained_on(tmp_path):
+    spec_path = _spec_file(tmp_path, tmp_path / "landing")
+    with dg.instance_for_test() as instance:
+        project = Project(tmp_path, spec_path, instance)
+        days = _days(project.spec, DAYS + 1)
+        generate(project.spec, tmp_path / "landing", days=DAYS + 1, rows_per_day=200)
+        assert project.run("ingest_daily", days[:-1]).success
+
+        # The last day arrives without its label column: every row is quarantined, clean is empty.
+        bad = tmp_path / "landing" / days[-1] / "part-00000.csv"
+        pd.read_csv(bad, dtype=str).drop(columns=[project.spec.label.column]).to_csv(bad, index=False)
+        everything = dg.define_asset_job("everything", selection="*", partitions_def=project.defs.resolve_job_def(
+            "ingest_daily").partitions_def).resolve(asset_graph=project.defs.resolve_asset_graph())
+        result = everything.execute_in_process(instance=instance, partition_key=days[-1], raise_on_error=False,
+                                               resources=project.defs.resources)
+        failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
+        assert {"gx_row_count", "quarantine_rate"} <= failed
+        materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+        assert "model" not in materialized and "features" not in materialized and "bento" not in materialized
+        quarantine = pd.read_parquet(project.lake.quarantine_dir(project.spec.name, days[-1]))
+        assert set(quarantine["reason"]) == {"missing_column"} and len(quarantine) == 200
+
+        # A later training run skips the failed day and says so.
+        assert project.run("train_and_package").success
+        training = project.metadata("training_set")
+        assert training["excluded_failed_days"] == [days[-1]]
+        assert days[-1] not in training["data_partitions"]
+
+
+SECOND_SPEC = {
+    "name": "sensor_failures",
+    "source": {"uri": "unused", "format": "csv", "options": {"delimiter": ";"}},
+    "start_date": "2026-03-01",
+    "timestamp_column": "reading_time",
+    "id_column": "reading_id",
+    "label": {"column": "failed", "positive": "yes", "negative": "no"},
+    "sensitive_columns": ["site"],
+    "split": {"train_days": 4, "validation_days": 2, "test_days": 2},
+    "features": [
+        {"name": "temperature", "type": "numeric", "min": -40, "max": 150, "nullable": False},
+        {"name": "vibration", "type": "numeric", "min": 0, "max": 50},
+        {"name": "pressure", "type": "numeric", "min": 0, "max": 400},
+        {"name": "machine_type", "type": "categorical", "categories": ["press", "lathe", "mill"]},
+        {"name": "site", "type": "categorical", "categories": ["north", "south"], "nullable": False},
+        {"name": "under_warranty", "type": "boolean"},
+    ],
+}
+
+
+def test_a_second_spec_with_other_columns_runs_unchanged(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(SECOND_SPEC))
+    spec_path = _spec_file(tmp_path, tmp_path / "landing", base=base)
+    with dg.instance_for_test() as instance:
+        project = Project(tmp_path, spec_path, instance)
+        generate(project.spec, tmp_path / "landing", days=8, rows_per_day=300)
+        assert project.run("ingest_daily", _days(project.spec, 8)).success
+        assert project.run("train_and_package").success
+        card = ModelCard.load(Path(project.metadata("model")["model_dir"]))
+        assert card.feature_names == ["temperature", "vibration", "pressure", "machine_type", "under_warranty"]
+        evaluation = project.metadata("model_evaluation")
+        assert evaluation["roc_auc"] > 0.6
+        assert "fairness_site" in evaluation
+        assert project.metadata("bento")["bento_tag"].startswith("kennel-sensor-failures:")
