@@ -2,7 +2,7 @@
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -14,7 +14,15 @@ from resources import dbt_project
 from resources.lake import LakeResource
 
 class KennelDbtTranslator(DagsterDbtTranslator):
-    """The dbt source `kennel_lake.clean` is the Spark `clean_records` asset; models join the features group."""
+    """The dbt source `kennel_lake.clean` is the Spark `clean_records` asset; models join the features group
+    and are owned by the data set's owner."""
+
+    def __init__(self, owner: str):
+        super().__init__()
+        self.owner = owner
+
+    def get_owners(self, dbt_resource_props: Mapping[str, Any]) -> Sequence[str]:
+        return [self.owner]
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         if dbt_resource_props["resource_type"] == "source" and dbt_resource_props["name"] == "clean":
@@ -39,7 +47,7 @@ def build_feature_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         # A fresh clone has no manifest yet; `dbt parse` makes one (a few seconds, once).
         dbt_project.preparer.prepare(dbt_project)
 
-    @dbt_assets(manifest=dbt_project.manifest_path, dagster_dbt_translator=KennelDbtTranslator(), project=dbt_project)
+    @dbt_assets(manifest=dbt_project.manifest_path, dagster_dbt_translator=KennelDbtTranslator(spec.owner), project=dbt_project)
     def feature_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource):
         # dbt-duckdb writes its warehouse into the lake; the profile reads the path from the environment.
         os.environ["KENNEL_WAREHOUSE"] = str(lake.warehouse())
