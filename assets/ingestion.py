@@ -81,7 +81,8 @@ def build_ingestion_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
     @dg.multi_asset(
         specs=[
             dg.AssetSpec(CLEAN, deps=[RAW], description="Raw rows typed by the spec, deduplicated by id "
-                         "(latest timestamp wins); one Parquet file per day.", kinds={"spark", "parquet"},
+                         "(latest timestamp wins); one Parquet file per day.",
+                         kinds={"spark", "parquet", "great_expectations"},
                          group_name="ingestion", owners=[spec.owner], tags=tags),
             dg.AssetSpec(QUARANTINE, deps=[RAW], description="Rows that failed cleaning, each with a reason "
                          "code, a detail naming the column and value, and the original record.",

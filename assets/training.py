@@ -9,6 +9,7 @@ import dagster as dg
 
 from assets.metadata import latest_metadata, md_table
 from kennel.spec import DatasetSpec
+from kennel.hyperparameters import TrainConfig
 from resources.lake import LakeResource
 
 FEATURES = dg.AssetKey("features")
@@ -16,20 +17,9 @@ TRAINING_SET = dg.AssetKey("training_set")
 MODEL = dg.AssetKey("model")
 EVALUATION = dg.AssetKey("model_evaluation")
 
-class ModelConfig(dg.Config):
+class ModelConfig(dg.Config, TrainConfig):
     """Hyperparameters, editable in the launchpad; the defaults suit the demo."""
 
-    device: str = "auto"
-    n_estimators: int = 400
-    learning_rate: float = 0.08
-    max_depth: int = 6
-    min_child_weight: float = 1.0
-    subsample: float = 0.9
-    colsample_bytree: float = 0.9
-    reg_lambda: float = 1.0
-    early_stopping_rounds: int = 30
-    balance_classes: bool = True
-    seed: int = 42
 
 def _validated_days(lake: LakeResource, spec: DatasetSpec) -> tuple[list[str], list[str]]:
     """Days whose quality record passed, and days that failed (never trained on)."""
@@ -97,19 +87,19 @@ def build_training_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         import pandas as pd
 
         from kennel.features import MODEL_FILE, SPEC_FILE, ModelCard
-        from kennel.training import TrainConfig, train_model
+        from kennel.training import train_model
 
         data = lake.training_dir(spec.name)
         train, validation = pd.read_parquet(data / "train.parquet"), pd.read_parquet(data / "validation.parquet")
         partitions = tuple(latest_metadata(context, TRAINING_SET, "data_partitions"))
-        booster, result = train_model(ModelCard.for_spec(spec), train, validation, TrainConfig(**config.model_dump()))
+        booster, result = train_model(ModelCard.for_spec(spec), train, validation, config)
         card = ModelCard.for_spec(spec, threshold=result.threshold, params=result.params, run_id=context.run_id,
                                   data_partitions=partitions, model_version=context.run_id[:8])
         out = lake.model_dir(spec.name, context.run_id)
         out.mkdir(parents=True, exist_ok=True)
         booster.save_model(str(out / MODEL_FILE))
         card.save(out)
-        shutil.copy2(spec.spec_path, out / SPEC_FILE)
+        (out / SPEC_FILE).write_text(spec.resolved_yaml())
         context.log.info(f"trained on {result.device}: best iteration {result.best_iteration}, {result.train_seconds}s")
         importance = [{"feature": k, "gain_share": v} for k, v in list(result.feature_importance.items())[:25]]
         return dg.MaterializeResult(metadata={

@@ -182,6 +182,13 @@ class DatasetSpec(_Strict):
         payload = self.model_dump(mode="json", exclude={"spec_path", "source", "description", "owner"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
+    def resolved_yaml(self) -> str:
+        """The spec as loaded (environment references expanded, source made absolute), for copies that
+        must stand alone, such as the one stored with a model."""
+        data = self.model_dump(mode="json", exclude={"spec_path"})
+        data["source"]["uri"] = self.source_location()
+        return yaml.safe_dump(data, sort_keys=False)
+
     def source_location(self) -> str:
         """The source URI with a local relative path resolved against the spec file's folder."""
         if self.source.is_s3 or not self.spec_path:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from kennel.features import ModelCard, to_model_frame
+from kennel.hyperparameters import TrainConfig
 from kennel.spec import DatasetSpec
 
 SPLITS = ("train", "validation", "test")
@@ -46,22 +47,6 @@ def split_windows(days: list[str], spec: DatasetSpec) -> SplitWindows:
     train_end = len(days) - spec.split.test_days - spec.split.validation_days
     train = days[max(0, train_end - spec.split.train_days):train_end]
     return SplitWindows(train=train, validation=validation, test=test)
-
-
-@dataclass
-class TrainConfig:
-    device: str = "auto"  # auto | cpu | cuda
-    n_estimators: int = 400
-    learning_rate: float = 0.08
-    max_depth: int = 6
-    min_child_weight: float = 1.0
-    subsample: float = 0.9
-    colsample_bytree: float = 0.9
-    reg_lambda: float = 1.0
-    early_stopping_rounds: int = 30
-    balance_classes: bool = True
-    seed: int = 42
-    nthread: int = 2
 
 
 @dataclass
@@ -174,6 +159,3 @@ def train_model(
 def predict_scores(booster: Any, card: ModelCard, frame: pd.DataFrame) -> np.ndarray:
     return np.asarray(booster.inplace_predict(to_model_frame(frame, card)), dtype=np.float64)
 
-
-def result_dict(result: TrainResult) -> dict[str, Any]:
-    return asdict(result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -17,10 +18,9 @@ class ModelStoreResource(dg.ConfigurableResource):
         """Point BentoML at `home`; must run before bentoml is first imported in the process."""
         home = str(Path(self.home).resolve())
         current = os.environ.get("BENTOML_HOME")
-        if current and current != home and "bentoml" in __import__("sys").modules:
-            raise RuntimeError(
-                f"bentoml was already imported with BENTOML_HOME={current}; cannot switch to {home} in-process"
-            )
+        # BentoML binds its stores on first use: switching afterwards would silently use the old one.
+        if "bentoml" in sys.modules and current and str(Path(current).resolve()) != home:
+            raise RuntimeError(f"bentoml is already bound to BENTOML_HOME={current}; cannot switch to {home}")
         os.environ["BENTOML_HOME"] = home
         os.environ["BENTOML_DO_NOT_TRACK"] = "True"
         Path(home).mkdir(parents=True, exist_ok=True)
