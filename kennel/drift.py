@@ -71,7 +71,7 @@ def _numeric_profile(values: np.ndarray, bins: int) -> NumericProfile:
     edges = np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1]))
     return NumericProfile(
         edges=edges.tolist(),
-        shares=_binned_shares(values, edges).tolist(),
+        shares=binned_shares(values, edges).tolist(),
         sketch=np.quantile(present, np.linspace(0, 1, SKETCH_POINTS)).tolist(),
         mean=float(present.mean()),
         std=float(present.std()),
@@ -79,7 +79,7 @@ def _numeric_profile(values: np.ndarray, bins: int) -> NumericProfile:
     )
 
 
-def _binned_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+def binned_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Share of values per bin (right-closed on reference quantile edges), missing values last."""
     missing = np.isnan(values)
     counts = np.bincount(np.searchsorted(edges, values[~missing], side="left"), minlength=len(edges) + 1)
@@ -162,7 +162,7 @@ def _numeric_drift(name: str, ref: NumericProfile, values: np.ndarray, t: DriftT
     present = values[~np.isnan(values)]
     if len(values) < t.min_rows or not ref.sketch or present.size == 0:
         return FeatureDrift(name, "numeric", "insufficient_data", len(values))
-    score_psi = psi(np.array(ref.shares), _binned_shares(values, np.array(ref.edges)))
+    score_psi = psi(np.array(ref.shares), binned_shares(values, np.array(ref.edges)))
     current_sketch = np.quantile(present, np.linspace(0, 1, SKETCH_POINTS))
     # W1 between the two distributions is the mean gap between their quantile functions.
     scale = ref.std if ref.std > 0 else 1.0

@@ -68,3 +68,23 @@ def test_demo_drift_scenario_is_detected_on_the_shifted_features():
     assert not baseline.dataset_drift and baseline.drifted == []
     found = {f.feature for f in drifted.drifted}
     assert {"annual_income", "channel"} <= found
+
+
+def test_monitoring_summary_separates_feature_and_prediction_drift():
+    from kennel.monitoring import build_reference, drift_summary, realized_performance
+
+    spec = load_spec(DEFAULT_SPEC_PATH)
+    rng = np.random.default_rng(3)
+    train = generate_frame(spec, date(2026, 1, 1), 4_000, rng)
+    profile = build_reference(spec, train, rng.beta(2, 8, len(train)))
+    current = generate_frame(spec, date(2026, 1, 2), 4_000, rng)
+    steady = drift_summary(profile, current, rng.beta(2, 8, len(current)))
+    assert steady["prediction_psi"] < 0.05 and not steady["dataset_drift"]
+    moved = drift_summary(profile, current, rng.beta(5, 5, len(current)))
+    assert moved["prediction_psi"] > 0.5 and moved["drifted_features"] == []
+
+    labelled = current.assign(label=(current[spec.label.column].astype(str) == "1").astype(float))
+    labelled.loc[labelled.index[:1000], "label"] = np.nan  # labels not yet known for some rows
+    perf = realized_performance(labelled, rng.random(len(labelled)), 0.5, ["gender"])
+    assert perf["labelled_rows"] == 3_000 and 0.4 < perf["metrics"]["roc_auc"] < 0.6
+    assert set(perf["groups"]["gender"]["group"]) >= {"female", "male"}
