@@ -14,7 +14,7 @@ export DAGSTER_TELEMETRY_ENABLED := False
 # Python 3.12 is required (xgboost 3.4); override with PYTHON312=/path/to/python3.12.
 PYTHON312 ?= $(shell bash scripts/find_python312.sh)
 
-.PHONY: setup demo test test-fast dev serve clean
+.PHONY: setup demo test test-fast dev clean
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
 $(VENV)/.installed: pyproject.toml

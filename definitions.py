@@ -9,11 +9,12 @@ import dagster as dg
 
 from assets.features import build_feature_assets
 from assets.ingestion import build_ingestion_assets
+from assets.monitoring import build_monitoring_assets
 from assets.serving import build_serving_assets
 from assets.training import build_training_assets
 from kennel.spec import load_spec
 from resources import build_resources
-from sensors import build_jobs_and_schedules
+from sensors import build_jobs_and_schedules, build_sensors
 
 os.environ.setdefault("DAGSTER_TELEMETRY_ENABLED", "False")  # nothing leaves the machine
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
@@ -32,9 +33,11 @@ def build_definitions(spec_path: str | None = None, resources: dict | None = Non
             *build_feature_assets(spec),
             *build_training_assets(spec),
             *build_serving_assets(spec),
+            *build_monitoring_assets(spec),
         ],
         jobs=jobs,
         schedules=schedules,
+        sensors=build_sensors(spec, jobs),
         resources={**build_resources(), **(resources or {})},
         # Steps share one process: Spark and the heavy imports start once per run, not once per step,
         # which on two cores is the difference between seconds and minutes.

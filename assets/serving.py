@@ -1,46 +1,93 @@
-"""The evaluated model into the BentoML model store, and a Bento that serves exactly that model."""
+"""Promotion (the champion pointer) and the Bento that serves the champion."""
 
-import json
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 
-from assets.metadata import latest_metadata
-from assets.training import EVALUATION, MODEL, TRAINING_SET
+from assets.metadata import latest_metadata, md_table
+from assets.training import EVALUATION
 from kennel.spec import DatasetSpec
+from resources.lake import LakeResource
 from resources.model_store import ModelStoreResource
 
+CHAMPION = dg.AssetKey("champion")
 BENTO = dg.AssetKey("bento")
 
-def build_serving_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
-    @dg.asset(
-        key=BENTO, deps=[EVALUATION], group_name="serving", kinds={"bentoml"}, owners=[spec.owner],
-        tags={"dataset": spec.name},
-        description="The evaluated model saved to the BentoML model store (labels: run id, data partitions, "
-                    "spec hash) and a Bento built from bentos/ around it; serve it with `bentoml serve <tag>`.",
-    )
-    def bento(context: dg.AssetExecutionContext, model_store: ModelStoreResource) -> dg.MaterializeResult:
-        model_dir = Path(latest_metadata(context, MODEL, "model_dir"))
-        partitions = list(latest_metadata(context, TRAINING_SET, "data_partitions"))
-        evaluation = json.loads((model_dir / "evaluation.json").read_text())
-        labels = {
-            "dataset": spec.name,
-            "run_id": model_dir.name,
-            "spec_hash": spec.fingerprint(),
-            "data_first_day": partitions[0],
-            "data_last_day": partitions[-1],
-        }
-        model_tag = model_store.save_model(
-            model_dir, name=f"kennel-{spec.name}".replace("_", "-"), labels=labels,
-            metadata={"data_partitions": partitions, **evaluation},
-        )
-        bento_tag = model_store.build_bento(model_tag, bento_name=f"kennel-{spec.name}".replace("_", "-"), labels=labels)
-        context.log.info(f"built Bento {bento_tag} around model {model_tag}")
-        return dg.MaterializeResult(metadata={
-            "model_tag": model_tag,
-            "bento_tag": bento_tag,
-            "serve_command": dg.MetadataValue.md(f"`BENTOML_HOME={model_store.home} bentoml serve {bento_tag}`"),
-            "roc_auc": evaluation["metrics"]["roc_auc"],
-        })
 
-    return [bento]
+class ChampionConfig(dg.Config):
+    """promote: make the latest evaluated model champion (only with a passing gate decision against the
+    current champion); rollback: return to the previous champion."""
+
+    action: Literal["promote", "rollback"] = "promote"
+    reason: str = ""
+
+
+def _champion_metadata(registry) -> dict:
+    pointer = registry.pointer()
+    entry = pointer.current
+    return {
+        "run_id": entry.run_id,
+        "model_tag": entry.model_tag,
+        "since": entry.since,
+        "event": entry.event,
+        "reason": entry.reason,
+        "pointer_version": pointer.version,
+        "earlier_champions": md_table([{"run_id": e.run_id, "model_tag": e.model_tag, "since": e.since,
+                                        "reason": e.reason} for e in reversed(pointer.previous)]),
+        "history": md_table([{k: e.get(k) for k in ("version", "at", "event", "run_id", "replaced", "bento_tag",
+                                                   "reason")} for e in reversed(registry.history()[-20:])]),
+        "pointer_file": dg.MetadataValue.path(str(registry.folder / "champion.json")),
+    }
+
+
+def build_serving_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
+    tags = {"dataset": spec.name}
+
+    @dg.asset(
+        key=CHAMPION, deps=[EVALUATION], group_name="serving", kinds={"python"}, owners=[spec.owner], tags=tags,
+        description="The champion pointer (which model serves, since when, why; full history in the lake under "
+                    "registry/). Runs only when the promotion gate passed; the rollback_champion job returns to "
+                    "the previous champion.",
+    )
+    def champion(context: dg.AssetExecutionContext, config: ChampionConfig, lake: LakeResource) -> dg.MaterializeResult:
+        from kennel.champion import ChampionRegistry, NothingToRollBack, PromotionRefused
+
+        registry = ChampionRegistry(lake.path(), spec.name)
+        try:
+            if config.action == "rollback":
+                entry = registry.rollback(config.reason or f"rollback_champion job, run {context.run_id}")
+            else:
+                model_dir = Path(latest_metadata(context, EVALUATION, "model_dir"))
+                entry = registry.promote(model_dir, config.reason)
+        except (PromotionRefused, NothingToRollBack) as exc:
+            raise dg.Failure(str(exc)) from None
+        context.log.info(f"champion of {spec.name}: {entry.run_id} ({entry.event}: {entry.reason})")
+        return dg.MaterializeResult(metadata=_champion_metadata(registry))
+
+    @dg.asset(
+        key=BENTO, deps=[CHAMPION], group_name="serving", kinds={"bentoml"}, owners=[spec.owner], tags=tags,
+        description="A Bento around the current champion (built once per champion, reused after a rollback); "
+                    "serve it with `bentoml serve <tag>`.",
+    )
+    def bento(context: dg.AssetExecutionContext, lake: LakeResource, model_store: ModelStoreResource) -> dg.MaterializeResult:
+        from kennel.champion import ChampionRegistry
+
+        model_store.activate()
+        try:
+            entry, built = ChampionRegistry(lake.path(), spec.name).ensure_bento()
+        except LookupError as exc:
+            raise dg.Failure(str(exc)) from None
+        context.log.info(f"{'built' if built else 'reusing'} Bento {entry.bento_tag} for champion {entry.run_id}")
+        meta: dict = {
+            "model_tag": entry.model_tag,
+            "bento_tag": entry.bento_tag,
+            "champion_run_id": entry.run_id,
+            "built": built,
+            "serve_command": dg.MetadataValue.md(f"`BENTOML_HOME={model_store.home} bentoml serve {entry.bento_tag}`"),
+        }
+        if entry.metrics.get("roc_auc") is not None:
+            meta["roc_auc"] = entry.metrics["roc_auc"]
+        return dg.MaterializeResult(metadata=meta)
+
+    return [champion, bento]

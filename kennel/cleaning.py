@@ -2,12 +2,18 @@
 
 Every raw row ends in exactly one place: the clean table, or the quarantine table with a reason code
 (kennel.reasons), a detail naming the column and value, and the original record. Output is written
-as one sorted Parquet file per partition, swapped in atomically, so a re-run gives identical rows.
+as one sorted Parquet file per partition and swapped in with an atomic rename, so a reader sees the
+old file or the new one, never half of one, and a re-run gives byte-for-byte the same file.
+
+Schema drift is judged per landed file: columns the spec does not know are kept out of the clean
+table and reported; a CSV or Parquet file lacking a required column has all of its rows quarantined
+(missing_column). A JSON Lines record names its own fields, so a key it lacks is judged per record.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -16,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kennel.reasons import Reason
-from kennel.spec import DatasetSpec, FeatureType
+from kennel.spec import OTHER_CATEGORY, DatasetSpec, FeatureType
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -25,6 +31,10 @@ CORRUPT = "_corrupt_record"
 TRUE_WORDS = ("true", "t", "yes", "y", "1")
 FALSE_WORDS = ("false", "f", "no", "n", "0")
 QUARANTINE_COLUMNS = ["record_id", "reason", "detail", "raw", "source_file", "partition_date"]
+PART_FILE = "part-00000.parquet"
+# Python's bytes.strip() and Java's \s agree on these: a line of nothing else is no record.
+_WHITESPACE = " \t\n\r\x0b\x0c"
+_NOT_BLANK = r"[^ \t\n\r\x0b\x0c]"
 
 
 @dataclass
@@ -36,6 +46,8 @@ class CleaningResult:
     reasons: dict[str, int]
     extra_columns: dict[str, list[str]] = field(default_factory=dict)  # file -> unexpected columns
     missing_columns: dict[str, list[str]] = field(default_factory=dict)  # file -> absent columns
+    unreadable_files: dict[str, str] = field(default_factory=dict)  # file -> why it cannot be read
+    mapped_to_other: dict[str, int] = field(default_factory=dict)  # feature -> unknown values kept as "other"
 
     @property
     def reconciled(self) -> bool:
@@ -46,38 +58,103 @@ def _delimiter(spec: DatasetSpec) -> str:
     return str(spec.source.options.get("delimiter", ","))
 
 
-def count_raw_rows(spec: DatasetSpec, files: list[Path]) -> int:
-    """Rows as landed, counted without Spark so the reconciliation check is independent of cleaning."""
-    if spec.source.format == "parquet":
-        import pyarrow.parquet as pq
+def _non_blank_lines(path: Path) -> int:
+    # Lines end at \n, \r\n or a lone \r, as Spark's line reader has it; latin-1 maps every byte.
+    with open(path, encoding="latin-1", newline=None) as fh:
+        return sum(1 for line in fh if line.strip(_WHITESPACE))
 
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+def count_raw_rows(spec: DatasetSpec, files: list[Path]) -> int:
+    """Rows as landed, counted without Spark so the reconciliation check is independent of cleaning.
+
+    CSV: non-blank lines after the header. JSON Lines: non-blank lines. Parquet: the footer's row
+    count; a Parquet file that cannot be opened counts as one (unreadable) record.
+    """
     total = 0
     for f in files:
-        with open(f, "rb") as fh:
-            lines = sum(1 for line in fh if line.strip())
-        total += max(lines - 1, 0)  # minus the header
+        if spec.source.format == "parquet":
+            total += _parquet_rows(f)
+        elif spec.source.format == "jsonl":
+            total += _non_blank_lines(f)
+        else:
+            total += max(_non_blank_lines(f) - 1, 0)
     return total
 
 
-def _file_columns(spec: DatasetSpec, path: Path) -> list[str]:
+def _parquet_rows(path: Path) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (pa.ArrowException, OSError):
+        return 1
+
+
+@dataclass
+class _FileShape:
+    columns: list[str]
+    unreadable: str | None = None  # why the file cannot be read as a table
+
+
+def _file_shape(spark: SparkSession, spec: DatasetSpec, path: Path) -> _FileShape:
+    """The columns a landed file carries, or why it cannot be read at all."""
     if spec.source.format == "parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return list(pq.read_schema(path).names)
-    with open(path, newline="") as fh:
-        header = next(csv.reader(fh, delimiter=_delimiter(spec)), [])
-    return [h.strip() for h in header]
+        try:
+            return _FileShape(list(pq.read_schema(path).names))
+        except (pa.ArrowException, OSError) as exc:
+            return _FileShape([], f"not a readable Parquet file: {exc}")
+    if spec.source.format == "jsonl":
+        from pyspark.sql import functions as F
+
+        keys = _jsonl_lines(spark, path).select(F.explode(F.json_object_keys("value")).alias("k")).distinct()
+        return _FileShape(sorted(r["k"] for r in keys.collect()))
+    # Spark takes the first non-blank line as the header; so does this. A BOM is not part of a name.
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        first = next((line for line in fh if line.strip()), "")
+    header = [h.strip() for h in next(csv.reader([first], delimiter=_delimiter(spec)), [])]
+    header = [h or f"_unnamed_{i}" for i, h in enumerate(header)]
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        return _FileShape(header, f"the header names column(s) {', '.join(twice)} more than once")
+    return _FileShape(header)
+
+
+def _jsonl_lines(spark: SparkSession, path: Path) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    return spark.read.text(str(path)).where(F.col("value").rlike(_NOT_BLANK))
+
+
+def _quoted(name: str) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.col("`" + name.replace("`", "``") + "`")
 
 
 def _read_file(spark: SparkSession, spec: DatasetSpec, path: Path, columns: list[str]) -> DataFrame:
-    """Read one landed file with every column as a string; malformed CSV lines land in CORRUPT."""
+    """One landed file as rows of strings: the spec's columns it has, CORRUPT (set when the line or
+    message cannot be parsed), `_raw` (the original record) and `_source_file`."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
+    def all_columns_as_json(df: DataFrame) -> Column:
+        return F.to_json(F.struct(*[_quoted(c).alias(c) for c in columns]), {"ignoreNullFields": "false"})
+
+    wanted = [c for c in spec.raw_columns if c in columns]
     if spec.source.format == "parquet":
         df = spark.read.parquet(str(path))
-        df = df.select(*[F.col(c).cast("string").alias(c) for c in columns]).withColumn(CORRUPT, F.lit(None).cast("string"))
+        df = df.select(*[_quoted(c).cast("string").alias(c) for c in columns])
+        df = df.select(*wanted, F.lit(None).cast("string").alias(CORRUPT), all_columns_as_json(df).alias("_raw"))
+    elif spec.source.format == "jsonl":
+        # Line by line (not spark.read.json): one line is one record even when it holds a JSON array.
+        schema = T.StructType([T.StructField(c, T.StringType()) for c in [*wanted, CORRUPT]])
+        options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
+        df = _jsonl_lines(spark, path).select(F.from_json("value", schema, options).alias("r"), F.col("value").alias("_raw"))
+        df = df.select(*[F.col(f"r.{c}").alias(c) for c in wanted], F.col(f"r.{CORRUPT}").alias(CORRUPT), "_raw")
     else:
         # The file's own header gives the positions; the spec decides what is required.
         schema = T.StructType([T.StructField(c, T.StringType()) for c in [*columns, CORRUPT]])
@@ -85,7 +162,29 @@ def _read_file(spark: SparkSession, spec: DatasetSpec, path: Path, columns: list
             str(path), header=True, schema=schema, mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT,
             sep=_delimiter(spec), enforceSchema=True,
         )
+        df = df.select(*wanted, CORRUPT, F.coalesce(F.col(CORRUPT), all_columns_as_json(df)).alias("_raw"))
     return df.withColumn("_source_file", F.lit(path.name))
+
+
+def _whole_file(spark: SparkSession, spec: DatasetSpec, path: Path, reason: Reason, detail: str) -> DataFrame:
+    """Quarantine rows for a file none of whose rows can be judged: one per line (the header is not
+    a record), or one for a binary file that cannot be opened."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    def rows(df: DataFrame) -> DataFrame:
+        return df.select(
+            F.lit(None).cast("string").alias("record_id"), F.lit(reason.value).alias("reason"),
+            F.lit(detail).alias("detail"), F.col("raw"), F.lit(path.name).alias("source_file"),
+        )
+
+    if spec.source.format == "parquet":
+        note = f"<{path.stat().st_size} bytes that cannot be read as Parquet; the file is kept in raw/>"
+        return rows(spark.createDataFrame([(note,)], "raw string"))
+    lines = _jsonl_lines(spark, path).select(F.col("value").alias("raw"), F.monotonically_increasing_id().alias("_n"))
+    if spec.source.format == "csv":
+        lines = lines.withColumn("_first", F.min("_n").over(Window.partitionBy())).where(F.col("_n") != F.col("_first"))
+    return rows(lines)
 
 
 def _blank(c: Column) -> Column:
@@ -103,13 +202,21 @@ def _label_matches(raw: Column, value: object) -> Column:
     return F.lower(F.trim(raw)) == str(value).lower()
 
 
+def _stripped(c: str) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.nullif(F.trim(F.col(c)), F.lit(""))
+
+
+def _unknown(c: str, categories: tuple[str, ...]) -> Column:
+    return _stripped(c).isNotNull() & ~_stripped(c).isin(*categories)
+
+
 def _typed_columns(spec: DatasetSpec) -> dict[str, Column]:
     """The typed value of each raw column (null where the raw string does not parse)."""
     from pyspark.sql import functions as F
 
-    def s(c: str) -> Column:
-        return F.nullif(F.trim(F.col(c)), F.lit(""))
-
+    s = _stripped
     typed: dict[str, Column] = {
         spec.id_column: s(spec.id_column),
         spec.timestamp_column: F.try_to_timestamp(s(spec.timestamp_column)),
@@ -126,6 +233,8 @@ def _typed_columns(spec: DatasetSpec) -> dict[str, Column]:
         elif feat.type is FeatureType.boolean:
             low = F.lower(raw)
             typed[feat.name] = F.when(low.isin(*TRUE_WORDS), F.lit(True)).when(low.isin(*FALSE_WORDS), F.lit(False))
+        elif feat.unknown_category == "other":
+            typed[feat.name] = F.when(_unknown(feat.name, feat.categories or ()), F.lit(OTHER_CATEGORY)).otherwise(raw)
         else:
             typed[feat.name] = raw
     return typed
@@ -144,7 +253,7 @@ def _reason_rules(spec: DatasetSpec, day: date) -> list[tuple[Reason, Column, Co
 
     rules: list[tuple[Reason, Column, Column]] = [
         (Reason.unparsable_line, F.col(CORRUPT).isNotNull(),
-         F.lit("line does not split into the header's fields (wrong field count or broken quoting)")),
+         F.lit("line does not parse into the file's fields (wrong field count, broken quoting or not a JSON object)")),
     ]
     typed_cols = [spec.timestamp_column] + [f.name for f in spec.features if f.type is not FeatureType.categorical]
     for c in typed_cols:
@@ -160,8 +269,8 @@ def _reason_rules(spec: DatasetSpec, day: date) -> list[tuple[Reason, Column, Co
             lo = t(f.name) < f.min if f.min is not None else F.lit(False)
             hi = t(f.name) > f.max if f.max is not None else F.lit(False)
             rules.append((Reason.out_of_range, lo | hi, detail(f.name, f"outside [{f.min}, {f.max}]:")))
-        if f.type is FeatureType.categorical:
-            rules.append((Reason.unknown_category, t(f.name).isNotNull() & ~t(f.name).isin(*f.categories),
+        if f.type is FeatureType.categorical and f.unknown_category == "quarantine":
+            rules.append((Reason.unknown_category, _unknown(f.name, f.categories or ()),
                           detail(f.name, "not a declared category:")))
     rules.append((Reason.timestamp_outside_partition, F.to_date(t(spec.timestamp_column)) != F.lit(day),
                   detail(spec.timestamp_column, f"not on {day.isoformat()}:")))
@@ -169,23 +278,22 @@ def _reason_rules(spec: DatasetSpec, day: date) -> list[tuple[Reason, Column, Co
 
 
 def _write_single_parquet(df: DataFrame, final_dir: Path, staging_root: Path, sort_cols: list[str]) -> None:
-    """Write df as final_dir/part-00000.parquet, sorted, and swap it in so readers never see a half write."""
+    """Write df as final_dir/part-00000.parquet, sorted. Spark writes into staging; the one file is then
+    renamed over the old one (atomic on one file system), so readers never see a half write."""
     staging_root.mkdir(parents=True, exist_ok=True)
     tmp = staging_root / f"{final_dir.name}-{uuid.uuid4().hex}"
-    df.repartition(1).sortWithinPartitions(*sort_cols).write.mode("overwrite").parquet(str(tmp))
-    parts = sorted(tmp.glob("part-*.parquet"))
-    if len(parts) != 1:
-        raise RuntimeError(f"expected one Parquet part in {tmp}, found {len(parts)}")
-    parts[0].rename(tmp / "part-00000.parquet")
-    for leftover in tmp.iterdir():
-        if leftover.name != "part-00000.parquet":
-            leftover.unlink()
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    old = staging_root / f"{final_dir.name}-old-{uuid.uuid4().hex}"
-    if final_dir.exists():
-        final_dir.rename(old)
-    tmp.rename(final_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    try:
+        df.repartition(1).sortWithinPartitions(*sort_cols).write.mode("overwrite").parquet(str(tmp))
+        parts = sorted(tmp.glob("part-*.parquet"))
+        if len(parts) != 1:
+            raise RuntimeError(f"expected one Parquet part in {tmp}, found {len(parts)}")
+        final_dir.mkdir(parents=True, exist_ok=True)
+        os.replace(parts[0], final_dir / PART_FILE)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for stale in final_dir.iterdir():
+        if stale.name != PART_FILE:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
 
 
 def clean_partition(
@@ -203,57 +311,75 @@ def clean_partition(
 
     day = date.fromisoformat(partition)
     required = spec.raw_columns
-    keep, extra, missing = [], {}, {}
-    whole_file_quarantine = []
+    keep, whole_files = [], []
+    extra: dict[str, list[str]] = {}
+    missing: dict[str, list[str]] = {}
+    unreadable: dict[str, str] = {}
     for path in sorted(files):
-        columns = _file_columns(spec, path)
+        shape = _file_shape(spark, spec, path)
+        if shape.unreadable:
+            unreadable[path.name] = shape.unreadable
+            whole_files.append(_whole_file(spark, spec, path, Reason.unreadable_file, f"file {path.name}: {shape.unreadable}"))
+            continue
+        if spec.source.format == "csv" and not shape.columns:
+            continue  # an empty or blank file: no header, no records
+        # A JSON record names its own fields: a key it lacks is an empty value (missing_required when
+        # the column is required), judged per record, not per file.
+        columns = sorted(set(shape.columns) | set(required)) if spec.source.format == "jsonl" else shape.columns
         df = _read_file(spark, spec, path, columns)
         absent = [c for c in required if c not in columns]
         if absent:
-            # Without a required column no row of this file can be typed: quarantine all of it.
+            # Without a required column no row of this file can be typed: quarantine all of it, but
+            # a line that does not even parse keeps that (earlier) reason.
             missing[path.name] = absent
-            whole_file_quarantine.append(df.select(
-                F.nullif(F.trim(F.col(spec.id_column)), F.lit("")).alias("record_id") if spec.id_column in columns
+            whole_files.append(df.select(
+                _stripped(spec.id_column).alias("record_id") if spec.id_column in shape.columns
                 else F.lit(None).cast("string").alias("record_id"),
-                F.lit(Reason.missing_column.value).alias("reason"),
-                F.lit(f"file lacks required column(s): {', '.join(absent)}").alias("detail"),
-                F.coalesce(F.col(CORRUPT), F.to_json(F.struct(*columns), {"ignoreNullFields": "false"})).alias("raw"),
+                F.when(F.col(CORRUPT).isNotNull(), F.lit(Reason.unparsable_line.value))
+                .otherwise(F.lit(Reason.missing_column.value)).alias("reason"),
+                F.when(F.col(CORRUPT).isNotNull(), F.lit("line does not parse into the file's fields"))
+                .otherwise(F.lit(f"file lacks required column(s): {', '.join(absent)}")).alias("detail"),
+                F.col("_raw").alias("raw"),
                 F.col("_source_file").alias("source_file"),
             ))
             continue
-        unexpected = [c for c in columns if c not in required]
+        unexpected = [c for c in shape.columns if c not in required]
         if unexpected:
             extra[path.name] = unexpected  # kept out of the clean table, reported in metadata
-        keep.append(df.select(*required, CORRUPT, "_source_file"))
+        keep.append(df)
 
-    typed = _typed_columns(spec)
-    reason_col, detail_col = F.lit(None).cast("string"), F.lit(None).cast("string")
+    quarantine_schema = "record_id string, reason string, detail string, raw string, source_file string"
+    mapped_to_other: dict[str, int] = {}
+    rows = None
     if keep:
         rows = keep[0]
         for other in keep[1:]:
             rows = rows.unionByName(other)
-        rows = rows.select(
-            "*",
-            *[expr.alias(f"_t_{c}") for c, expr in typed.items()],
-            F.coalesce(F.col(CORRUPT), F.to_json(F.struct(*required), {"ignoreNullFields": "false"})).alias("_raw"),
-        )
+        rows = rows.select("*", *[expr.alias(f"_t_{c}") for c, expr in _typed_columns(spec).items()])
         rules = _reason_rules(spec, day)
-        reason_col = F.coalesce(*[F.when(cond, F.lit(r.value)) for r, cond, _ in rules])
-        detail_col = F.coalesce(*[F.when(cond, d) for _, cond, d in rules])
-        rows = rows.withColumn("_reason", reason_col).withColumn("_detail", detail_col)
+        others = [f for f in spec.features if f.unknown_category == "other"]
+        # Each condition is evaluated once: the index of the first rule that matches names the reason
+        # and picks the detail.
+        rows = rows.withColumn("_rule", F.coalesce(*[F.when(cond, F.lit(i)) for i, (_, cond, _) in enumerate(rules)]))
+        # (Not element_at over an array of reasons: Spark 4.3 returns its last element for a NULL index.)
+        rows = rows.withColumn("_reason", F.coalesce(*[F.when(F.col("_rule") == i, F.lit(r.value)) for i, (r, _, _) in enumerate(rules)])) \
+                   .withColumn("_detail", F.coalesce(*[F.when(F.col("_rule") == i, d) for i, (_, _, d) in enumerate(rules)]))
+        # Only what the outputs need goes through the shuffle and into the cache: about half the width.
+        rows = rows.select(*[f"_t_{c}" for c in required], "_reason", "_detail", "_raw", "_source_file",
+                           *[f.name for f in others])
         # Duplicates: among otherwise valid rows keep the latest version of each id; ties broken by
         # content so the choice is the same on every run.
         latest_first = Window.partitionBy(f"_t_{spec.id_column}").orderBy(
             F.col(f"_t_{spec.timestamp_column}").desc(), F.col("_raw").desc(), F.col("_source_file").desc()
         )
         rank = F.when(F.col("_reason").isNull(), F.row_number().over(latest_first))
+        older = F.col("_rank") > 1
         rows = rows.withColumn("_rank", rank).withColumn(
-            "_reason", F.when(F.col("_rank") > 1, F.lit(Reason.duplicate_id.value)).otherwise(F.col("_reason"))
+            "_reason", F.when(older, F.lit(Reason.duplicate_id.value)).otherwise(F.col("_reason"))
         ).withColumn(
-            "_detail", F.when(F.col("_rank") > 1, F.concat(F.lit(f"{spec.id_column}: older copy of "), F.col(f"_t_{spec.id_column}")))
+            "_detail", F.when(older, F.concat(F.lit(f"{spec.id_column}: older copy of "), F.col(f"_t_{spec.id_column}")))
             .otherwise(F.col("_detail"))
-        )
-        rows = rows.cache()
+        ).cache()
         clean = rows.filter(F.col("_reason").isNull()).select(*[F.col(f"_t_{c}").alias(c) for c in required])
         quarantine = rows.filter(F.col("_reason").isNotNull()).select(
             F.col(f"_t_{spec.id_column}").alias("record_id"),
@@ -262,17 +388,23 @@ def clean_partition(
             F.col("_raw").alias("raw"),
             F.col("_source_file").alias("source_file"),
         )
+        if others:
+            kept = rows.filter(F.col("_reason").isNull())
+            counts = kept.agg(*[F.count_if(_unknown(f.name, f.categories or ())).alias(f.name) for f in others]).first()
+            mapped_to_other = {f.name: counts[f.name] for f in others if counts[f.name]}
     else:
         clean = spark.createDataFrame([], _clean_schema(spec))
-        quarantine = spark.createDataFrame([], "record_id string, reason string, detail string, raw string, source_file string")
-    for part in whole_file_quarantine:
+        quarantine = spark.createDataFrame([], quarantine_schema)
+    for part in whole_files:
         quarantine = quarantine.unionByName(part)
     quarantine = quarantine.withColumn("partition_date", F.lit(day))
 
-    _write_single_parquet(clean, clean_dir, staging_root, [spec.id_column])
-    _write_single_parquet(quarantine, quarantine_dir, staging_root, ["source_file", "reason", "record_id", "raw"])
-    if keep:
-        rows.unpersist()
+    try:
+        _write_single_parquet(clean, clean_dir, staging_root, [spec.id_column])
+        _write_single_parquet(quarantine, quarantine_dir, staging_root, ["source_file", "reason", "record_id", "raw"])
+    finally:
+        if rows is not None:
+            rows.unpersist()
 
     written_q = spark.read.parquet(str(quarantine_dir))
     reasons = {r["reason"]: r["n"] for r in written_q.groupBy("reason").agg(F.count("*").alias("n")).collect()}
@@ -284,6 +416,8 @@ def clean_partition(
         reasons=dict(sorted(reasons.items())),
         extra_columns=extra,
         missing_columns=missing,
+        unreadable_files=unreadable,
+        mapped_to_other=mapped_to_other,
     )
 
 
@@ -293,3 +427,4 @@ def _clean_schema(spec: DatasetSpec) -> str:
     cols += [f"`{f.name}` {spark_types[f.type]}" for f in spec.features]
     cols.append(f"`{spec.label.column}` int")
     return ", ".join(cols)
+

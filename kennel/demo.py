@@ -36,6 +36,10 @@ import numpy as np
 import pandas as pd
 
 from kennel.reasons import Reason
+
+# What the corrupt scenario injects: every reason a landed row can earn. A file that cannot be read at
+# all (Reason.unreadable_file) is file-level breakage, covered by the malformed-input corpus tests.
+ROW_REASONS = [r for r in Reason if r is not Reason.unreadable_file]
 from kennel.spec import DatasetSpec, FeatureType, SpecError, load_spec
 
 SCENARIOS = ("baseline", "drift", "corrupt")
@@ -257,24 +261,27 @@ def _credit_features(n: int, rng: np.random.Generator, drifted: bool) -> tuple[d
     repeat = rng.random(n) < 0.22 + 0.1 * (strength > 0)
     region = _pick_fixed(rng, cats["region"], [0.2, 0.22, 0.2, 0.2, 0.18], n)
 
-    # Default model. Concept drift moves the affordability cliff, halves what the bureau score tells
-    # and makes revolving-credit stress and the online channel much riskier.
-    dti_cliff = 0.36 if drifted else 0.43
+    # Default model. Concept drift moves the affordability cliff, leaves the bureau score telling little,
+    # makes revolving-credit stress and the online channel much riskier, turns repeat customers from
+    # safer to riskier (refinancing to stay afloat) and hits one region with a local downturn; strong
+    # enough that a model trained before the drift is measurably worse after it.
+    dti_cliff = 0.25 if drifted else 0.43
     logit = (
         _CREDIT_INTERCEPT
-        - (0.45 if drifted else 0.85) * (score - 680) / 60
+        - (0.1 if drifted else 0.85) * (score - 680) / 60
         + 0.9 * (dti > dti_cliff) + 1.6 * np.clip(dti - dti_cliff, 0, 2)
-        + 0.7 * utilization + (0.7 if drifted else 0.35) * utilization * np.minimum(delinquencies, 6)
+        + 0.7 * utilization + (0.9 if drifted else 0.35) * utilization * np.minimum(delinquencies, 6)
         + 0.18 * np.minimum(delinquencies, 6)
         + 0.08 * np.minimum(inquiries, 10)
         + 0.15 * (rate - 10)
-        - 0.18 * (np.log1p(savings) - 8)
+        - (0.0 if drifted else 0.18) * (np.log1p(savings) - 8)
         + 0.35 * ((age - 45) / 20) ** 2
         + _PURPOSE_RISK[purpose_idx]
         + 0.9 * unemployed + 0.25 * (employment == "contractor")
-        - 0.5 * cosigner - 0.35 * repeat
-        + 0.25 * (channel == "broker") + (0.6 if drifted else 0.0) * (channel == "online")
-        + 0.25 * (term > 60) + 0.25 * (region == "south")
+        - 0.5 * cosigner + (1.0 if drifted else -0.35) * repeat
+        + 0.25 * (channel == "broker") + (1.4 if drifted else 0.0) * (channel == "online")
+        + 0.25 * (term > 60) + 0.25 * (region == "south") + (1.5 if drifted else 0.0) * (region == "east")
+        - (2.0 if drifted else 0.0)  # keeps the default rate in range despite the added risks
         + rng.normal(0, 1.0, n)  # life events no application form records
     )  # fmt: skip
 
@@ -685,11 +692,11 @@ def generate(
             report.files.append(path)
         report.rows_per_day[day.isoformat()] = sum(len(lines) for _, lines in parts)
         if scenario == "corrupt":
-            report.expected_reasons_by_day[day.isoformat()] = {r.value: reasons[r.value] for r in Reason}
+            report.expected_reasons_by_day[day.isoformat()] = {r.value: reasons[r.value] for r in ROW_REASONS}
 
     if scenario == "corrupt":
         report.expected_reasons = {
-            r.value: sum(d[r.value] for d in report.expected_reasons_by_day.values()) for r in Reason
+            r.value: sum(d[r.value] for d in report.expected_reasons_by_day.values()) for r in ROW_REASONS
         }
     return report
 

@@ -1,4 +1,5 @@
-"""Evaluation of scores on held-out rows: overall metrics, calibration and per-group (fairness) metrics."""
+"""Evaluation of scores on held-out rows: overall metrics, calibration, per-group (fairness) metrics and a
+SHAP summary from XGBoost's own feature contributions."""
 
 from __future__ import annotations
 
@@ -8,14 +9,21 @@ import numpy as np
 import pandas as pd
 
 
-def _auc(y: np.ndarray, s: np.ndarray) -> float | None:
+def roc_auc(y: np.ndarray, s: np.ndarray) -> float | None:
+    """ROC-AUC, or None when the rows hold only one label value (it is undefined then)."""
     from sklearn.metrics import roc_auc_score
 
     return float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else None
 
 
+def log_loss(y: np.ndarray, s: np.ndarray) -> float | None:
+    from sklearn.metrics import log_loss as sk_log_loss
+
+    return float(sk_log_loss(y, np.clip(s, 1e-7, 1 - 1e-7), labels=[0, 1])) if len(y) else None
+
+
 def classification_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float | None]:
-    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss
+    from sklearn.metrics import average_precision_score, brier_score_loss
 
     y = y.astype(int)
     pred = scores >= threshold
@@ -27,9 +35,9 @@ def classification_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) 
     return {
         "rows": int(len(y)),
         "positive_rate": float(y.mean()) if len(y) else None,
-        "roc_auc": _auc(y, scores),
+        "roc_auc": roc_auc(y, scores),
         "pr_auc": float(average_precision_score(y, scores)) if both else None,
-        "log_loss": float(log_loss(y, np.clip(scores, 1e-7, 1 - 1e-7), labels=[0, 1])) if len(y) else None,
+        "log_loss": log_loss(y, scores),
         "brier": float(brier_score_loss(y, scores)) if len(y) else None,
         "threshold": float(threshold),
         "precision": tp / (tp + fp) if tp + fp else None,
@@ -52,7 +60,8 @@ def calibration_table(y: np.ndarray, scores: np.ndarray, bins: int = 10) -> pd.D
 
 
 def group_metrics(frame: pd.DataFrame, scores: np.ndarray, column: str, threshold: float) -> pd.DataFrame:
-    """Per-group count, selection rate, TPR, FPR and AUC for one sensitive column (missing = its own group)."""
+    """Per-group count (positives, negatives), selection rate, TPR, FPR and AUC for one sensitive column
+    (missing = its own group)."""
     groups = frame[column].astype("object").where(frame[column].notna(), "(missing)")
     y = frame["label"].to_numpy(dtype=int)
     pred = scores >= threshold
@@ -63,37 +72,75 @@ def group_metrics(frame: pd.DataFrame, scores: np.ndarray, column: str, threshol
         rows.append({
             "group": str(group),
             "count": int(m.sum()),
+            "positives": int((yg == 1).sum()),
+            "negatives": int((yg == 0).sum()),
             "positive_rate": float(yg.mean()),
             "selection_rate": float(pg.mean()),
             "tpr": float(pg[yg == 1].mean()) if (yg == 1).any() else None,
             "fpr": float(pg[yg == 0].mean()) if (yg == 0).any() else None,
-            "auc": _auc(yg, scores[m]),
+            "auc": roc_auc(yg, scores[m]),
         })
     return pd.DataFrame(rows)
 
 
-def fairness_gaps(groups: pd.DataFrame) -> dict[str, float | None]:
-    """Demographic-parity difference and equalized-odds difference (max of TPR and FPR gaps)."""
+def fairness_gaps(groups: pd.DataFrame, min_count: int = 1) -> dict[str, float | None]:
+    """Demographic-parity difference and equalized-odds difference (max of TPR and FPR gaps).
 
-    def spread(col: str) -> float | None:
-        vals = groups[col].dropna()
+    A group's rate enters a gap only when it rests on at least `min_count` rows of its own denominator
+    (all rows for the selection rate, positives for TPR, negatives for FPR): a rate from a handful of
+    rows is noise, and the largest gap would always be the smallest group's. Every group stays in the
+    table."""
+
+    def spread(col: str, denominator: str) -> float | None:
+        vals = groups.loc[groups[denominator] >= min_count, col].dropna() if len(groups) else pd.Series(dtype=float)
         return float(vals.max() - vals.min()) if len(vals) >= 2 else None
 
-    tpr, fpr = spread("tpr"), spread("fpr")
+    tpr, fpr = spread("tpr", "positives"), spread("fpr", "negatives")
     eo = max(v for v in (tpr, fpr) if v is not None) if (tpr is not None or fpr is not None) else None
-    return {"demographic_parity_difference": spread("selection_rate"), "equalized_odds_difference": eo}
+    return {"demographic_parity_difference": spread("selection_rate", "count"), "equalized_odds_difference": eo}
 
 
-def evaluate(frame: pd.DataFrame, scores: np.ndarray, threshold: float, sensitive: list[str]) -> dict[str, Any]:
+def expected_calibration_error(calibration: pd.DataFrame) -> float | None:
+    """Row-weighted mean distance between predicted and observed rate over the reliability bins."""
+    if calibration.empty:
+        return None
+    weights = calibration["rows"] / calibration["rows"].sum()
+    return float((weights * (calibration["mean_score"] - calibration["observed_rate"]).abs()).sum())
+
+
+def shap_summary(booster: Any, card: Any, frame: pd.DataFrame, max_rows: int = 5000, seed: int = 0) -> pd.DataFrame:
+    """Mean |SHAP| and mean SHAP per feature from XGBoost's own `pred_contribs` (exact TreeSHAP), on up
+    to `max_rows` rows drawn with a fixed seed; `share` is each feature's part of the total mean |SHAP|."""
+    import xgboost as xgb
+
+    from kennel.features import to_model_frame
+
+    sample = frame.sample(n=max_rows, random_state=seed) if len(frame) > max_rows else frame
+    x = to_model_frame(sample, card)
+    contribs = booster.predict(xgb.DMatrix(x, enable_categorical=True), pred_contribs=True)[:, :-1]  # last: bias
+    mean_abs = np.abs(contribs).mean(axis=0)
+    table = pd.DataFrame({
+        "feature": list(x.columns),
+        "mean_abs_shap": mean_abs,
+        "mean_shap": contribs.mean(axis=0),
+        "share": mean_abs / (mean_abs.sum() or 1.0),
+    })
+    return table.sort_values("mean_abs_shap", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def evaluate(frame: pd.DataFrame, scores: np.ndarray, threshold: float, sensitive: list[str],
+             min_group_rows: int = 1) -> dict[str, Any]:
     y = frame["label"].to_numpy(dtype=int)
+    calibration = calibration_table(y, scores)
     report: dict[str, Any] = {
-        "metrics": classification_metrics(y, scores, threshold),
-        "calibration": calibration_table(y, scores),
+        "metrics": {**classification_metrics(y, scores, threshold),
+                    "expected_calibration_error": expected_calibration_error(calibration)},
+        "calibration": calibration,
         "groups": {},
     }
     for column in sensitive:
         table = group_metrics(frame, scores, column, threshold)
-        report["groups"][column] = {"table": table, "gaps": fairness_gaps(table)}
+        report["groups"][column] = {"table": table, "gaps": fairness_gaps(table, min_group_rows)}
     return report
 
 
@@ -103,4 +150,15 @@ def calibration_markdown(calibration: pd.DataFrame, width: int = 30) -> str:
     for row in calibration.itertuples(index=False):
         bar = "█" * round(row.observed_rate * width)
         lines.append(f"| {row.bin} | {row.rows} | {row.mean_score:.3f} | {row.observed_rate:.3f} | `{bar:<{width}}` |")
+    return "\n".join(lines)
+
+
+def bars_markdown(table: pd.DataFrame, label: str, value: str, width: int = 30, digits: int = 4) -> str:
+    """A horizontal bar chart as a markdown table (bars scaled to the largest value)."""
+    top = float(table[value].max()) if len(table) else 0.0
+    lines = [f"| {label} | {value} | |", "|---|---|---|"]
+    for row in table.itertuples(index=False):
+        v = float(getattr(row, value))
+        bar = "█" * (round(v / top * width) if top > 0 else 0)
+        lines.append(f"| {getattr(row, label)} | {v:.{digits}f} | `{bar:<{width}}` |")
     return "\n".join(lines)

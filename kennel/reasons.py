@@ -7,6 +7,7 @@ from enum import Enum
 
 
 class Reason(str, Enum):
+    unreadable_file = "unreadable_file"  # the file cannot be read at all (broken Parquet, a header naming a column twice)
     unparsable_line = "unparsable_line"  # the line could not be split into the expected fields
     missing_column = "missing_column"  # the file lacks a column the spec requires: whole file quarantined
     wrong_type = "wrong_type"  # a value does not parse as its declared type

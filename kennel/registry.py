@@ -32,7 +32,7 @@ SERVICE_MODULE = "service"
 MODEL_TAG_FILE = "kennel_model.json"
 MODEL_FILES = (MODEL_FILE, CARD_FILE, SPEC_FILE)
 # Pinned to the versions installed here so a Bento serves with what it was tested with.
-RUNTIME_DISTRIBUTIONS = ("xgboost", "pandas", "pydantic", "PyYAML", "numpy")
+RUNTIME_DISTRIBUTIONS = ("xgboost", "pandas", "pyarrow", "pydantic", "PyYAML", "numpy")
 
 _LABEL_MAX_LEN = 63
 _LABEL_DISALLOWED = re.compile(r"[^a-z0-9._-]+")

@@ -29,6 +29,11 @@ RESERVED_COLUMNS = frozenset(
 )
 
 
+# The checks built from the features themselves (kennel.validation); user expectations may not reuse them.
+BUILT_IN_CHECK_GROUPS = ("not_null", "ranges", "categories", "unique_id", "row_count")
+OTHER_CATEGORY = "other"
+
+
 class SpecError(ValueError):
     """A data-set spec that cannot be used, with a message naming the file and the field."""
 
@@ -51,6 +56,10 @@ class Feature(_Strict):
     min: float | None = None
     max: float | None = None
     categories: tuple[str, ...] | None = None
+    # What cleaning does with a value outside `categories`: quarantine the row, or keep the row with
+    # the value replaced by "other" (which must then be one of the categories, so every later stage
+    # — GX, dbt, the model, the serving schema — knows it).
+    unknown_category: Literal["quarantine", "other"] = "quarantine"
 
     @field_validator("name")
     @classmethod
@@ -71,17 +80,44 @@ class Feature(_Strict):
             raise ValueError(f"feature {self.name!r}: a categorical feature needs its list of categories")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"feature {self.name!r}: min {self.min} is above max {self.max}")
+        if self.unknown_category == "other":
+            if self.type is not FeatureType.categorical:
+                raise ValueError(f"feature {self.name!r}: unknown_category applies to categorical features only")
+            if OTHER_CATEGORY not in (self.categories or ()):
+                raise ValueError(
+                    f"feature {self.name!r}: unknown_category: other maps unknown values to {OTHER_CATEGORY!r}, "
+                    f"so {OTHER_CATEGORY!r} must be one of its categories"
+                )
         return self
+
+
+class KafkaSource(_Strict):
+    """A Kafka topic whose messages (one JSON object per record) are landed as daily JSON Lines files."""
+
+    bootstrap_servers: str
+    topic: str
+    group_id: str = Field(default="", description="Consumer group; default kennel-<data-set name>")
+    # Extra librdkafka settings (security.protocol, sasl.*, session.timeout.ms, …).
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 
 class Source(_Strict):
     uri: str = Field(description="Folder of landed files; local path (relative to the spec file) or s3://")
-    format: Literal["csv", "parquet"] = "csv"
+    format: Literal["csv", "parquet", "jsonl"] = "csv"
     options: dict[str, Any] = Field(default_factory=dict, description="Reader options, e.g. delimiter")
+    kafka: KafkaSource | None = Field(
+        default=None, description="Consume this topic into `uri` (as daily jsonl files) before ingestion"
+    )
 
     @property
     def is_s3(self) -> bool:
         return self.uri.startswith("s3://")
+
+    @model_validator(mode="after")
+    def _kafka_lands_jsonl(self) -> Source:
+        if self.kafka is not None and self.format != "jsonl":
+            raise ValueError("a kafka source lands JSON Lines files: set source.format to jsonl")
+        return self
 
 
 class Label(_Strict):
@@ -115,6 +151,54 @@ class Quality(_Strict):
     max_quarantine_fraction: float = Field(default=0.5, ge=0, le=1)
 
 
+class UserExpectation(_Strict):
+    """A Great Expectations expectation added by the user, run with the spec's own suite.
+
+    `type` and `kwargs` are GX's own (e.g. expect_column_mean_to_be_between with column, min_value,
+    max_value). `error` expectations are blocking asset checks: a failure stops downstream assets and
+    fails the partition; `warn` ones are reported only.
+    """
+
+    type: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    severity: Literal["error", "warn"] = "error"
+    name: str = Field(default="", description="Check name (gx_<name>); default: from the type and column")
+    description: str = ""
+
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
+
+    @field_validator("type")
+    @classmethod
+    def _gx_name(cls, v: str) -> str:
+        if not re.match(r"^expect_[a-z0-9_]+$", v):
+            raise ValueError(f"{v!r} is not a GX expectation name (snake case, starting with expect_)")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        if v and not re.match(r"^[a-z][a-z0-9_]*$", v):
+            raise ValueError(f"expectation name {v!r} must be lower case letters, digits and _")
+        return v
+
+    @property
+    def columns(self) -> list[str]:
+        cols = [self.kwargs[k] for k in ("column", "column_A", "column_B") if isinstance(self.kwargs.get(k), str)]
+        for k in ("column_list", "column_set"):
+            cols += [c for c in self.kwargs.get(k) or () if isinstance(c, str)]
+        return cols
+
+    @property
+    def check_name(self) -> str:
+        if self.name:
+            return f"gx_{self.name}"
+        stem = self.type.removeprefix("expect_").removeprefix("column_")
+        return "_".join(["gx", stem, *self.columns])
+
+
 class DatasetSpec(_Strict):
     name: str
     description: str = ""
@@ -128,6 +212,9 @@ class DatasetSpec(_Strict):
     sensitive_columns: tuple[str, ...] = ()
     split: Split
     quality: Quality = Quality()
+    expectations: tuple[UserExpectation, ...] = Field(
+        default=(), description="GX expectations added to the suite built from the features"
+    )
     spec_path: str = Field(default="", exclude=True, description="Where the spec was loaded from")
 
     @field_validator("name")
@@ -157,6 +244,15 @@ class DatasetSpec(_Strict):
                     f"sensitive column {col!r} is not a declared feature; declare it under features "
                     "(it is excluded from the model if you list it in sensitive_columns only)"
                 )
+        checks = [e.check_name for e in self.expectations]
+        for e in self.expectations:
+            unknown = [c for c in e.columns if c not in self.raw_columns]
+            if unknown:
+                raise ValueError(f"expectation {e.check_name}: unknown column(s) {unknown}")
+            if checks.count(e.check_name) > 1:
+                raise ValueError(f"two expectations are both named {e.check_name}; give them distinct names")
+            if e.check_name.removeprefix("gx_") in BUILT_IN_CHECK_GROUPS:
+                raise ValueError(f"expectation name {e.check_name} is taken by a built-in check; rename it")
         return self
 
     # --- derived views -------------------------------------------------------------------------

@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 from dagster_dbt import DbtCliResource, DbtProject
 from dagster_pyspark import LazyPySparkResource
 
 from kennel.sparkconf import prepare_spark_environment, spark_conf
+from resources.kafka import KafkaResource
 from resources.lake import LakeResource
 from resources.model_store import ModelStoreResource
 
@@ -30,15 +32,23 @@ def _setting(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
+def _optional_env(name: str) -> dg.EnvVar | None:
+    """An optional setting, read through dagster.EnvVar when it is set (so the UI shows where it came from)."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
 def build_resources(env: str | None = None) -> dict[str, object]:
     env = env or _setting("KENNEL_ENV", "local")
     prepare_spark_environment()
+    # Credentials and region come from the standard AWS chain (AWS_ACCESS_KEY_ID, AWS_PROFILE, …).
+    s3 = S3Resource(endpoint_url=_optional_env("KENNEL_S3_ENDPOINT_URL"))
     if env == "local":
-        lake = LakeResource(root=_setting("KENNEL_LAKE_ROOT", str(STATE_DIR / "lake")))
+        lake = LakeResource(root=_setting("KENNEL_LAKE_ROOT", str(STATE_DIR / "lake")),
+                            mirror=_setting("KENNEL_LAKE_MIRROR", str(STATE_DIR / "lake-mirror")), s3=s3)
         spark_master = _setting("KENNEL_SPARK_MASTER", "local[2]")
         store = ModelStoreResource(home=_setting("BENTOML_HOME", str(STATE_DIR / "bentoml")))
     elif env == "cluster":
-        lake = LakeResource(root=dg.EnvVar("KENNEL_LAKE_ROOT"))
+        lake = LakeResource(root=dg.EnvVar("KENNEL_LAKE_ROOT"), mirror=_optional_env("KENNEL_LAKE_MIRROR") or "", s3=s3)
         spark_master = os.environ["KENNEL_SPARK_MASTER"]  # spark_config is a plain dict, not EnvVar-able
         store = ModelStoreResource(home=dg.EnvVar("BENTOML_HOME"))
     else:
@@ -50,4 +60,6 @@ def build_resources(env: str | None = None) -> dict[str, object]:
         "dbt": DbtCliResource(project_dir=dbt_project, profiles_dir=str(DBT_DIR),
                               dbt_executable=str(Path(sys.executable).parent / "dbt")),
         "model_store": store,
+        "s3": s3,
+        "kafka": KafkaResource(bootstrap_servers=_optional_env("KENNEL_KAFKA_BOOTSTRAP_SERVERS") or ""),
     }

@@ -1,33 +1,79 @@
-"""The lake: one root folder holding every table Kennel writes, laid out by data set and day."""
+"""The lake: one root holding every table Kennel writes, laid out by data set and day."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Optional
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
+from pydantic import Field
+
+from kennel import s3 as s3_files
 
 
 class LakeResource(dg.ConfigurableResource):
-    """Local lake folder (the embedded default). Layout under `root`:
+    """Lake root: a local folder (the embedded default) or s3://bucket/prefix. Layout under it:
 
-    raw/<dataset>/<day>/…                    landed files, copied unchanged
+    raw/<dataset>/<day>/…                    landed files, copied unchanged (+ _manifest.json on S3)
     clean/<dataset>/date=<day>/part-00000.parquet
     quarantine/<dataset>/date=<day>/part-00000.parquet
-    quality/<dataset>/<day>.json             per-partition data-quality record
+    quality/<dataset>/<day>.json             per-partition data-quality record (written last)
     warehouse.duckdb                         dbt feature models
     training/<dataset>/{train,validation,test}.parquet
     models/<dataset>/<run id>/               model.ubj, model_card.json, spec.yaml, evaluation.json
     _staging/                                half-written outputs before their atomic swap
+
+    With an s3:// root every path below names a file in the local `mirror` folder, where Spark and dbt
+    work (neither can reach S3 here); ingestion publishes raw, clean, quarantine and quality objects
+    from it to S3 and fetches raw days from S3 before cleaning them.
     """
 
     root: str
+    mirror: str = Field(default="", description="Local working copy of an s3:// lake (KENNEL_LAKE_MIRROR)")
+    s3: Optional[S3Resource] = None
+
+    @property
+    def is_remote(self) -> bool:
+        return self.root.startswith("s3://")
 
     def path(self, *parts: str) -> Path:
-        if self.root.startswith("s3://"):
-            raise NotImplementedError(
-                "an s3:// lake root is not supported yet; set KENNEL_LAKE_ROOT to a local folder"
-            )
-        return Path(self.root).resolve().joinpath(*parts)
+        if not self.is_remote:
+            return Path(self.root).resolve().joinpath(*parts)
+        if not self.mirror:
+            raise ValueError(f"the lake root {self.root} is on S3: set a local working folder (KENNEL_LAKE_MIRROR)")
+        return Path(self.mirror).resolve().joinpath(*parts)
+
+    def location(self, local: Path) -> str:
+        """Where a lake path lives for readers: the S3 URI of a remote lake, else the local path."""
+        if not self.is_remote:
+            return str(local)
+        bucket, prefix = s3_files.split_uri(self.root)
+        return f"s3://{bucket}/{prefix}{local.relative_to(self.path()).as_posix()}"
+
+    def _client(self) -> Any:
+        if self.s3 is None:
+            raise ValueError(f"the lake root {self.root} is on S3 but the lake has no S3 resource")
+        return self.s3.get_client()
+
+    def _bucket_key(self, local: Path) -> tuple[str, str]:
+        bucket, _, key = self.location(local).removeprefix("s3://").partition("/")
+        return bucket, key
+
+    def publish_file(self, local: Path) -> None:
+        """Upload one lake file to S3 (one object: readers see the old or the new one). Local lake: no-op."""
+        if self.is_remote:
+            self._client().upload_file(str(local), *self._bucket_key(local))
+
+    def publish_dir(self, local_dir: Path) -> None:
+        """Make the S3 folder hold local_dir's files, manifest last. Local lake: no-op."""
+        if self.is_remote:
+            s3_files.publish_dir(self._client(), local_dir, *self._bucket_key(local_dir))
+
+    def fetch_dir(self, local_dir: Path) -> None:
+        """Replace local_dir with the S3 folder's published files. Local lake: no-op."""
+        if self.is_remote:
+            s3_files.fetch_dir(self._client(), *self._bucket_key(local_dir), local_dir)
 
     def raw_dir(self, dataset: str, day: str) -> Path:
         return self.path("raw", dataset, day)

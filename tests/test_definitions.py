@@ -46,7 +46,7 @@ def test_asset_graph_matches_snapshot():
 def test_every_asset_is_described_grouped_and_owned():
     for key, node in _graph_summary(defs).items():
         assert node["has_description"], key
-        assert node["group"] in {"ingestion", "features", "training", "serving"}, key
+        assert node["group"] in {"ingestion", "features", "training", "serving", "monitoring"}, key
         assert node["kinds"], key
         assert node["owners"], key
 

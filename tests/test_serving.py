@@ -1,126 +1,151 @@
 """End-to-end serving: train a small booster on synthetic demo-spec records, store it, build a Bento,
-run `bentoml serve` on that Bento in a subprocess and talk HTTP to it.
+run `bentoml serve` on that Bento in a subprocess (one per module) and talk HTTP to it.
 
-The server gets a temporary BENTOML_HOME, no PYTHONPATH and no Dagster settings, so it can only
-use what the Bento carries.
+The server gets a temporary BENTOML_HOME and lake, no PYTHONPATH and no Dagster settings, so it
+can only use what the Bento carries.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 
-from kennel.features import MODEL_FILE, SPEC_FILE, ModelCard, to_model_frame
+from kennel.features import ModelCard
 from kennel.serving import load_booster, predict_frame
-from kennel.spec import PROJECT_ROOT, DatasetSpec, FeatureType, load_spec
+from kennel.spec import PROJECT_ROOT, load_spec
+from test_serving_unit import synthetic_records, train_model_folder
 
 pytestmark = pytest.mark.serving
 
 DEMO_SPEC = PROJECT_ROOT / "datasets" / "credit_demo.yaml"
 READY_TIMEOUT_S = 90
-N_TRAIN = 400
+N_RECORDS = 400
+MAX_REQUEST_BYTES = 1_000_000  # small, so the 413 tests stay cheap
+SCHEMATHESIS_CONFIG = """
+[checks.positive_data_acceptance]
+# A schema-valid body can still be larger than KENNEL_MAX_REQUEST_BYTES (a byte limit JSON Schema
+# cannot state); the 413 is documented.
+expected-statuses = ["2xx", "413"]
+
+[checks.negative_data_rejection]
+# A schema-violating body is refused with 400, or 413/415 before it is parsed.
+expected-statuses = [400, 405, 413, 415]
+
+[[operations]]
+include-path = "/predict_columns"
+# Equal column lengths cannot be stated in JSON Schema either: a schema-valid body may get a 400.
+checks.positive_data_acceptance.enabled = false
+
+[[operations]]
+include-path = "/predict_arrow"
+# The body is any byte string to the schema; most are not Arrow streams (400 expected).
+checks.positive_data_acceptance.enabled = false
+"""
+# Schemathesis has no serializer for Arrow: send its generated strings as raw bytes (garbage in, 400 out).
+SCHEMATHESIS_HOOKS = """
+import schemathesis
+
+schemathesis.serializer.alias("application/vnd.apache.arrow.stream", "application/octet-stream")
+"""
 
 
 @dataclass(frozen=True)
-class Served:
-    base_url: str
+class BuiltBento:
     model_tag: str
     bento_tag: str
     card: ModelCard
     booster: Any  # the stored model, loaded in-process like the service loads it
     records: list[dict[str, Any]]
-    expected: np.ndarray  # in-process probabilities for `records`, from the stored model
+    expected: np.ndarray  # in-process probabilities for `records` via the training path
+
+
+@dataclass(frozen=True)
+class Served(BuiltBento):
+    base_url: str
+    lake: Path
     command: list[str]
     env: dict[str, str]
 
 
-def _synthetic_records(spec: DatasetSpec, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
-    """In-range records for every spec feature; nullable features are missing 10% of the time.
+def build_test_bento(tmp_path_factory: pytest.TempPathFactory) -> BuiltBento:
+    """Train on synthetic records, save to the model store, build a Bento (conftest points
+    BENTOML_HOME at the session's temp folder)."""
+    import bentoml
 
-    Plain Python values, because the service's record schema is strict (no numpy scalars).
-    """
-    records = []
-    for i in range(n):
-        record: dict[str, Any] = {spec.id_column: f"app-{i:05d}"}
-        for feat in spec.features:
-            if feat.nullable and rng.random() < 0.1:
-                record[feat.name] = None
-            elif feat.type is FeatureType.categorical:
-                record[feat.name] = str(rng.choice(list(feat.categories or ())))
-            elif feat.type is FeatureType.boolean:
-                record[feat.name] = bool(rng.random() < 0.5)
-            else:
-                low = feat.min if feat.min is not None else 0.0
-                high = feat.max if feat.max is not None else low + 100.0
-                record[feat.name] = round(float(rng.uniform(low, high)), 2)
-        records.append(record)
-    return records
+    from kennel.registry import build_bento, load_model_folder, save_model
 
-
-def _synthetic_labels(spec: DatasetSpec, frame: Any, rng: np.random.Generator) -> np.ndarray:
-    """Labels that depend on the numeric features, so the booster has something to learn."""
-    score = np.zeros(len(frame))
-    for feat in spec.model_features:
-        if feat.type is FeatureType.numeric and feat.min is not None and feat.max is not None:
-            scaled = (frame[feat.name].to_numpy(dtype=float) - feat.min) / (feat.max - feat.min) * 2 - 1
-            score += rng.normal() * np.nan_to_num(scaled)
-    return (rng.random(len(frame)) < 1 / (1 + np.exp(-2 * score))).astype(int)
+    spec = load_spec(DEMO_SPEC)
+    rng = np.random.default_rng(7)
+    records = synthetic_records(spec, N_RECORDS, rng)
+    model_dir = tmp_path_factory.mktemp("model") / "credit_demo"
+    train_model_folder(model_dir, spec, records, rng)
+    model_tag = save_model(model_dir, name="credit_demo_clf",
+                           labels={"dataset": spec.name, "owner": spec.owner}, metadata={"run_id": "test"})
+    bento_tag = build_bento(model_tag, bento_name="kennel_credit_demo", labels={"Model": model_tag})
+    assert bentoml.bentos.get(bento_tag).tag.name == "kennel_credit_demo"
+    stored_dir = load_model_folder(model_tag)
+    card = ModelCard.load(stored_dir)
+    booster = load_booster(stored_dir)
+    return BuiltBento(model_tag, bento_tag, card, booster, records, predict_frame(booster, card, records))
 
 
-def _train_model_folder(folder: Path, spec: DatasetSpec, records: list[dict[str, Any]],
-                        rng: np.random.Generator) -> None:
-    import xgboost
-
-    card = ModelCard.for_spec(spec, threshold=0.5, model_version="test-serving")
-    frame = to_model_frame(records, card)
-    dtrain = xgboost.DMatrix(frame, label=_synthetic_labels(spec, frame, rng), enable_categorical=True)
-    params = {"objective": "binary:logistic", "max_depth": 3, "eta": 0.3, "nthread": 1}
-    booster = xgboost.train(params, dtrain, num_boost_round=20)
-    folder.mkdir(parents=True)
-    booster.save_model(str(folder / MODEL_FILE))
-    card.save(folder)
-    shutil.copy2(DEMO_SPEC, folder / SPEC_FILE)
-
-
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
+def start_server(bento_tag: str, run_dir: Path, settings: dict[str, str]) -> tuple[subprocess.Popen[bytes], str,
+                                                                                  list[str], dict[str, str]]:
+    """`bentoml serve <bento_tag>` on a free port in its own session; waits for /readyz."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    command = [str(Path(sys.executable).with_name("bentoml")), "serve", bento_tag,
+               "--host", "127.0.0.1", "--port", str(port)]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and "dagster" not in k.lower()}
+    env.update(settings)
+    log_path = run_dir / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(command, cwd=run_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{log_path.read_text()}")
         try:
             if requests.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:  # not listening yet, or the proxy waits for a worker
+                return proc, base_url, command, env
+        except requests.RequestException:  # not listening yet
             pass
         time.sleep(0.25)
+    stop_server(proc)
     pytest.fail(f"bentoml serve not ready after {READY_TIMEOUT_S}s:\n{log_path.read_text()}")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as a process manager would: a graceful shutdown that runs the service's hooks."""
+    if proc.poll() is not None:
+        return
     # The server runs in its own session, so its group holds exactly it and its workers.
     os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=20)
+        proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -128,42 +153,18 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    # conftest points BENTOML_HOME at the session's temp folder before anything imports bentoml.
-    import bentoml
-
-    from kennel.registry import build_bento, load_model_folder, save_model
-
-    spec = load_spec(DEMO_SPEC)
-    rng = np.random.default_rng(7)
-    records = _synthetic_records(spec, N_TRAIN, rng)
-    model_dir = tmp_path_factory.mktemp("model") / "credit_demo"
-    _train_model_folder(model_dir, spec, records, rng)
-
-    model_tag = save_model(model_dir, name="credit_demo_clf",
-                           labels={"dataset": spec.name, "owner": spec.owner}, metadata={"run_id": "test"})
-    bento_tag = build_bento(model_tag, bento_name="kennel_credit_demo", labels={"Model": model_tag})
-    assert bentoml.bentos.get(bento_tag).tag.name == "kennel_credit_demo"
-
-    stored_dir = load_model_folder(model_tag)
-    card = ModelCard.load(stored_dir)
-    booster = load_booster(stored_dir)
-    expected = predict_frame(booster, card, records)
-
-    port = _free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    command = [str(Path(sys.executable).with_name("bentoml")), "serve", bento_tag,
-               "--host", "127.0.0.1", "--port", str(port)]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and "dagster" not in k.lower()}
+    built = build_test_bento(tmp_path_factory)
     run_dir = tmp_path_factory.mktemp("serve")
-    log_path = run_dir / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(command, cwd=run_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    lake = run_dir / "lake"
+    proc, base_url, command, env = start_server(built.bento_tag, run_dir, {
+        "KENNEL_LAKE_ROOT": str(lake),
+        "KENNEL_PREDICTION_LOG_FLUSH_S": "1",
+        "KENNEL_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
+    })
     try:
-        _wait_ready(proc, base_url, log_path)
-        yield Served(base_url, model_tag, bento_tag, card, booster, records, expected, command, env)
+        yield Served(**vars(built), base_url=base_url, lake=lake, command=command, env=env)
     finally:
-        _stop(proc)
+        stop_server(proc)
 
 
 def _post(served: Served, route: str, body: Any) -> requests.Response:
@@ -172,27 +173,94 @@ def _post(served: Served, route: str, body: Any) -> requests.Response:
 
 def _check_answer(answer: dict[str, Any], served: Served, expected: float) -> None:
     assert set(answer) == {"probability", "label", "model_version", "request_id"}
-    assert 0.0 <= answer["probability"] <= 1.0
     assert answer["probability"] == pytest.approx(expected, abs=1e-6)
     assert answer["label"] == int(answer["probability"] >= served.card.threshold)
     assert answer["model_version"] == served.model_tag
     assert re.fullmatch(r"[0-9a-f]{32}", answer["request_id"])
 
 
-def test_predict_single_record(served: Served) -> None:
-    resp = _post(served, "/predict", served.records[0])
-    assert resp.status_code == 200, resp.text
-    _check_answer(resp.json(), served, served.expected[0])
+# --- answers agree with in-process predictions ---------------------------------------------------
+
+
+def test_predict_single_records_match_in_process(served: Served) -> None:
+    for record, expected in zip(served.records[:25], served.expected[:25]):
+        resp = _post(served, "/predict", record)
+        assert resp.status_code == 200, resp.text
+        _check_answer(resp.json(), served, expected)
+    assert len(set(np.round(served.expected[:25], 6))) > 5  # not a constant model
 
 
 def test_predict_batch_matches_in_process(served: Served) -> None:
-    resp = _post(served, "/predict_batch", {"records": served.records[:50]})
+    resp = _post(served, "/predict_batch", {"records": served.records})
     assert resp.status_code == 200, resp.text
     answers = resp.json()
-    assert len(answers) == 50
-    for answer, expected in zip(answers, served.expected[:50]):
+    assert len(answers) == N_RECORDS
+    for answer, expected in zip(answers, served.expected):
         _check_answer(answer, served, expected)
-    assert len({a["request_id"] for a in answers}) == 50
+    assert len({a["request_id"] for a in answers}) == N_RECORDS
+
+
+def test_predict_columns_matches_in_process(served: Served) -> None:
+    columns = {name: [r[name] for r in served.records] for name in served.records[0]}
+    resp = _post(served, "/predict_columns", columns)
+    assert resp.status_code == 200, resp.text
+    answer = resp.json()
+    assert set(answer) == {"probability", "label", "request_id", "model_version"}
+    np.testing.assert_allclose(answer["probability"], served.expected, rtol=0, atol=1e-6)
+    assert answer["label"] == [int(p >= served.card.threshold) for p in answer["probability"]]
+    assert answer["model_version"] == served.model_tag
+    assert len(set(answer["request_id"])) == N_RECORDS
+
+
+def _arrow_body(records: list[dict[str, Any]]) -> bytes:
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(records)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=150)
+    return sink.getvalue().to_pybytes()
+
+
+def _post_arrow(served: Served, body: bytes) -> requests.Response:
+    return requests.post(f"{served.base_url}/predict_arrow", data=body,
+                         headers={"Content-Type": "application/vnd.apache.arrow.stream"}, timeout=30)
+
+
+def test_predict_arrow_matches_in_process(served: Served) -> None:
+    resp = _post_arrow(served, _arrow_body(served.records))
+    assert resp.status_code == 200, resp.text
+    answer = resp.json()
+    np.testing.assert_allclose(answer["probability"], served.expected, rtol=0, atol=1e-6)
+    assert answer["label"] == [int(p >= served.card.threshold) for p in answer["probability"]]
+    assert answer["model_version"] == served.model_tag and len(set(answer["request_id"])) == N_RECORDS
+
+
+def test_predict_arrow_refuses_what_json_refuses(served: Served) -> None:
+    resp = _post_arrow(served, _arrow_body([{**served.records[0], "region": "mars"}]))
+    _assert_rejected(resp, "region")
+    resp = _post_arrow(served, b"not arrow at all")
+    assert resp.status_code == 400 and resp.json()["detail"][0]["type"] == "arrow_invalid"
+    resp = requests.post(f"{served.base_url}/predict_arrow", data=_arrow_body(served.records[:2]),
+                         headers={"Content-Type": "application/json"}, timeout=30)
+    assert resp.status_code == 415
+
+
+def test_concurrent_batches_come_back_whole_and_in_order(served: Served) -> None:
+    # Adaptive batching merges requests that arrive together; each must get exactly its own rows.
+    slices = [(start, start + 10 + start % 7) for start in range(0, 320, 20)]
+
+    def one(bounds: tuple[int, int]) -> tuple[tuple[int, int], list[dict[str, Any]]]:
+        start, stop = bounds
+        resp = _post(served, "/predict_batch", {"records": served.records[start:stop]})
+        assert resp.status_code == 200, resp.text
+        return bounds, resp.json()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for (start, stop), answers in pool.map(one, slices):
+            assert len(answers) == stop - start
+            for answer, expected in zip(answers, served.expected[start:stop]):
+                _check_answer(answer, served, expected)
 
 
 def test_id_and_sensitive_columns_are_optional_and_ignored(served: Served) -> None:
@@ -206,17 +274,27 @@ def test_id_and_sensitive_columns_are_optional_and_ignored(served: Served) -> No
 def test_nullable_features_may_be_omitted(served: Served) -> None:
     nullable = {f.name for f in load_spec(DEMO_SPEC).features if f.nullable}
     record = {k: v for k, v in served.records[2].items() if k not in nullable}
+    expected = predict_frame(served.booster, served.card, [record])[0]
     resp = _post(served, "/predict", record)
     assert resp.status_code == 200, resp.text
-    expected = predict_frame(served.booster, served.card, [record])[0]
     assert resp.json()["probability"] == pytest.approx(expected, abs=1e-6)
+    resp = _post(served, "/predict_columns", {name: [value] for name, value in record.items()})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["probability"][0] == pytest.approx(expected, abs=1e-6)
 
 
-def _assert_rejected(resp: requests.Response, field: str) -> None:
-    """A client error whose pydantic detail locates the problem at `field`."""
-    assert 400 <= resp.status_code < 500, resp.text
-    locations = [[str(part) for part in err["loc"]] for err in resp.json()["detail"]]
-    assert any(field in loc for loc in locations), resp.text
+# --- malformed input -----------------------------------------------------------------------------
+
+
+def _assert_rejected(resp: requests.Response, field: str | None) -> None:
+    """A 400 whose pydantic detail locates the problem at `field` (or names it in the message);
+    None: the body as a whole (empty location)."""
+    assert resp.status_code == 400, resp.text
+    detail = resp.json()["detail"]
+    if field is None:
+        assert [err["loc"] for err in detail] == [[]], resp.text
+    else:
+        assert any(field in [str(part) for part in err["loc"]] or field in err["msg"] for err in detail), resp.text
 
 
 def _with(**changes: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -227,43 +305,200 @@ def _without(field: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return lambda record: {k: v for k, v in record.items() if k != field}
 
 
-# (route, body from a valid record, field the error must name)
-MALFORMED: dict[str, tuple[str, Callable[[dict[str, Any]], Any], str]] = {
+def _as_columns(record: dict[str, Any], n: int = 2) -> dict[str, list[Any]]:
+    return {name: [value] * n for name, value in record.items()}
+
+
+# (route, body from a valid record, field the error must name; None: the body itself)
+MALFORMED: dict[str, tuple[str, Callable[[dict[str, Any]], Any], str | None]] = {
     "missing_required": ("/predict", _without("age"), "age"),
     "null_required": ("/predict", _with(home_ownership=None), "home_ownership"),
     "wrong_type": ("/predict", _with(loan_amount="lots"), "loan_amount"),
     "number_as_string": ("/predict", _with(age="42"), "age"),
+    "boolean_as_number": ("/predict", _with(is_repeat_customer=1), "is_repeat_customer"),
     "out_of_range": ("/predict", _with(age=12), "age"),
     "unknown_category": ("/predict", _with(region="atlantis"), "region"),
     "sensitive_unknown_category": ("/predict", _with(gender="robot"), "gender"),
     "extra_field": ("/predict", _with(favourite_colour="blue"), "favourite_colour"),
+    "record_not_an_object": ("/predict", lambda record: [record], None),
     "empty_batch": ("/predict_batch", lambda record: {"records": []}, "records"),
+    "batch_not_wrapped": ("/predict_batch", lambda record: [record], None),
+    "batch_extra_field": ("/predict_batch", lambda record: {"records": [record], "limit": 3}, "limit"),
     "bad_record_in_batch": ("/predict_batch",
                             lambda record: {"records": [record, {**record, "region": "x"}]}, "region"),
+    "columns_misaligned": ("/predict_columns", lambda record: {**_as_columns(record), "age": [40.0]}, "age"),
+    "columns_bad_value": ("/predict_columns",
+                          lambda record: {**_as_columns(record), "region": ["west", "mars"]}, "region"),
+    "columns_scalar": ("/predict_columns", lambda record: record, "age"),
+    "feedback_bad_request_id": ("/feedback", lambda record: {"labels": [{"request_id": "123", "label": 1}]},
+                                "request_id"),
+    "feedback_bad_label": ("/feedback", lambda record: {"labels": [{"request_id": "a" * 32, "label": "yes"}]},
+                           "label"),
+    "feedback_boolean_label": ("/feedback", lambda record: {"labels": [{"request_id": "a" * 32, "label": True}]},
+                               "label"),
+    "feedback_empty": ("/feedback", lambda record: {"labels": []}, "labels"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
-def test_malformed_record_is_rejected_naming_the_field(served: Served, case: str) -> None:
+def test_malformed_input_is_rejected_naming_the_field(served: Served, case: str) -> None:
     route, make_body, field = MALFORMED[case]
-    resp = _post(served, route, make_body(served.records[3]))
-    _assert_rejected(resp, field)
+    _assert_rejected(_post(served, route, make_body(served.records[3])), field)
 
 
-@pytest.mark.parametrize("literal", ["NaN", "Infinity"])
-def test_non_finite_number_is_rejected(served: Served, literal: str) -> None:
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("route", ["/predict", "/predict_columns"])
+def test_non_finite_number_is_rejected(served: Served, literal: str, route: str) -> None:
     # requests' json= refuses NaN (allow_nan=False), so put the bare literal into the body by hand.
-    body = json.dumps({**served.records[4], "interest_rate": "__X__"}).replace('"__X__"', literal)
-    resp = requests.post(f"{served.base_url}/predict", data=body,
-                         headers={"Content-Type": "application/json"}, timeout=30)
+    record = {**served.records[4], "interest_rate": "__X__"}
+    body = json.dumps(record if route == "/predict" else _as_columns(record, 1)).replace('"__X__"', literal)
+    resp = requests.post(f"{served.base_url}{route}", data=body, headers={"Content-Type": "application/json"},
+                         timeout=30)
     _assert_rejected(resp, "interest_rate")
 
 
-def test_invalid_json_is_rejected(served: Served) -> None:
-    resp = requests.post(f"{served.base_url}/predict", data=b"{not json",
+@pytest.mark.parametrize("route", ["/predict", "/predict_batch", "/predict_columns", "/feedback"])
+def test_invalid_json_is_rejected(served: Served, route: str) -> None:
+    resp = requests.post(f"{served.base_url}{route}", data=b'{"age": 4',
                          headers={"Content-Type": "application/json"}, timeout=30)
-    assert 400 <= resp.status_code < 500, resp.text
-    assert "json" in resp.text.lower()
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["detail"][0]["type"] == "json_invalid"
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x"])
+def test_a_body_that_is_not_json_gets_415(served: Served, content_type: str | None) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    resp = requests.post(f"{served.base_url}/predict", data=json.dumps(served.records[0]), headers=headers,
+                         timeout=30)
+    assert resp.status_code == 415, resp.text
+    assert "Content-Type: application/json" in resp.json()["error"]
+
+
+def _raw_post(served: Served, path: str, headers: dict[str, str], body: Any, encode_chunked: bool = False
+              ) -> tuple[int, bytes]:
+    host, port = served.base_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.putrequest("POST", path)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        if encode_chunked:
+            for chunk in body:
+                conn.send(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            conn.send(b"0\r\n\r\n")
+        else:
+            conn.send(body)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_oversize_body_gets_413_without_being_read(served: Served) -> None:
+    # Declares 50 MB and sends only the start: the answer comes from the Content-Length alone.
+    status, body = _raw_post(served, "/predict_batch", {"Content-Type": "application/json",
+                                                        "Content-Length": str(50_000_000)}, b'{"records": [')
+    assert status == 413
+    error = json.loads(body)["error"]
+    assert f"{MAX_REQUEST_BYTES:,} bytes" in error and "KENNEL_MAX_REQUEST_BYTES" in error
+
+
+def test_oversize_chunked_body_gets_413(served: Served) -> None:
+    record = json.dumps(served.records[0]).encode()
+    chunks = [b'{"records": [' + record] + [b"," + record] * (MAX_REQUEST_BYTES // len(record) + 50) + [b"]}"]
+    status, body = _raw_post(served, "/predict_batch", {"Content-Type": "application/json",
+                                                        "Transfer-Encoding": "chunked"}, chunks,
+                             encode_chunked=True)
+    assert status == 413 and len(body) < 500
+
+
+def test_errors_do_not_echo_large_inputs(served: Served) -> None:
+    record = {**served.records[5], "application_id": "Z" * 200_000, "age": "old"}
+    resp = _post(served, "/predict", record)
+    assert resp.status_code == 400
+    assert len(resp.content) < 2_000 and "ZZZ" not in resp.text
+    assert {tuple(e["loc"]) for e in resp.json()["detail"]} == {("application_id",), ("age",)}
+
+
+# --- probes and OpenAPI --------------------------------------------------------------------------
+
+
+def test_ready_and_live(served: Served) -> None:
+    assert requests.get(f"{served.base_url}/readyz", timeout=10).status_code == 200
+    assert requests.get(f"{served.base_url}/livez", timeout=10).status_code == 200
+
+
+def test_openapi_document_is_the_services_own(served: Served) -> None:
+    doc = requests.get(f"{served.base_url}/docs.json", timeout=10).json()
+    assert doc["openapi"] == "3.1.0"
+    assert doc["info"]["version"] == served.model_tag
+    assert {"/predict", "/predict_batch", "/predict_columns", "/predict_arrow", "/feedback", "/readyz"} <= set(doc["paths"])
+    record = doc["components"]["schemas"]["CreditDemoRecord"]
+    assert set(served.card.feature_names) <= set(record["properties"])
+    assert record["additionalProperties"] is False
+    assert {"type": "null"} in record["properties"]["credit_score"]["anyOf"]
+
+
+def test_schemathesis_finds_no_server_errors(served: Served, tmp_path: Path) -> None:
+    """Property-based requests from the OpenAPI document (valid and invalid, seeded): no 5xx, every
+    status, content type and body as documented, invalid input refused, valid input accepted."""
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(SCHEMATHESIS_CONFIG)
+    hooks = tmp_path / "schemathesis_hooks.py"
+    hooks.write_text(SCHEMATHESIS_HOOKS)
+    st = Path(sys.executable).with_name("st")
+    result = subprocess.run(
+        [str(st), "--config-file", str(config), "run", f"{served.base_url}/docs.json",
+         "--max-examples", "10", "--seed", "1", "--generation-database", "none", "--workers", "1",
+         "--phases", "examples,coverage,fuzzing", "--no-color", "--output-truncate", "true"],
+        capture_output=True, text=True, timeout=240, cwd=tmp_path, env={**os.environ, "SCHEMATHESIS_HOOKS": str(hooks)},
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert re.search(r"Tested: 9\b", result.stdout), result.stdout[-3000:]
+
+
+# --- prediction log and feedback -----------------------------------------------------------------
+
+
+def test_predictions_and_feedback_land_in_the_lake(served: Served) -> None:
+    from kennel.prediction_log import read_predictions
+
+    records = [{**r, "application_id": f"lake-{i}"} for i, r in enumerate(served.records[10:17])]
+    single = [_post(served, "/predict", r).json() for r in records[:2]]
+    batch = _post(served, "/predict_batch", {"records": records[2:5]}).json()
+    arrow = _post_arrow(served, _arrow_body(records[5:])).json()
+    endpoints = ["/predict"] * 2 + ["/predict_batch"] * 3 + ["/predict_arrow"] * 2
+    answers = single + batch + [{"request_id": rid, "probability": p, "label": label}
+                                for rid, p, label in zip(arrow["request_id"], arrow["probability"], arrow["label"])]
+    by_id = {a["request_id"]: (a, r, e) for a, r, e in zip(answers, records, endpoints)}
+    outcomes = {answers[0]["request_id"]: 1, answers[3]["request_id"]: 0}
+    resp = _post(served, "/feedback", {"labels": [{"request_id": rid, "label": label}
+                                                  for rid, label in outcomes.items()]})
+    assert resp.status_code == 200 and resp.json() == {"recorded": 2}
+
+    deadline = time.monotonic() + 30  # the log is written every second
+    while True:
+        frame = read_predictions(served.lake, "credit_demo")
+        frame = frame[frame["request_id"].isin(by_id)]
+        if len(frame) == len(by_id) or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    assert len(frame) == len(by_id), frame
+    for row in frame.itertuples(index=False):
+        answer, record, endpoint = by_id[row.request_id]
+        assert row.probability == answer["probability"]
+        assert row.predicted_label == answer["label"]
+        assert row.model_tag == served.model_tag
+        assert row.application_id == record["application_id"]
+        assert row.age == record["age"] and row.region == record["region"]
+        assert row.endpoint == endpoint
+        expected = outcomes.get(row.request_id)
+        assert (pd.isna(row.actual_label) if expected is None else row.actual_label == expected)
+
+
+# --- the Bento itself ----------------------------------------------------------------------------
 
 
 def test_bento_pins_its_model_and_knows_nothing_of_dagster(served: Served) -> None:
@@ -273,24 +508,17 @@ def test_bento_pins_its_model_and_knows_nothing_of_dagster(served: Served) -> No
     assert [str(m.tag) for m in bento.info.all_models] == [served.model_tag]
     src = Path(bento.path) / "src"
     assert json.loads((src / "kennel_model.json").read_text()) == {"model_tag": served.model_tag}
-    assert (src / "kennel" / "serving.py").is_file()
+    assert (src / "kennel" / "serving.py").is_file() and (src / "kennel" / "prediction_log.py").is_file()
     # Only Python source travels (bentoml adds its own bentofile.yaml).
     others = {p.name for p in src.rglob("*") if p.is_file() and p.suffix != ".py"}
     assert others <= {"kennel_model.json", "bentofile.yaml"}, others
     for path in src.rglob("*.py"):
         assert not re.search(r"^\s*(import|from)\s+dagster", path.read_text(), re.M), path
     requirements = (Path(bento.path) / "env" / "python" / "requirements.txt").read_text()
-    assert "dagster" not in requirements.lower()
-    assert "xgboost==" in requirements
+    assert "dagster" not in requirements.lower() and "scikit-learn" not in requirements.lower()
+    assert "xgboost==" in requirements and "pyarrow==" in requirements
     assert not any("dagster" in part.lower() for part in served.command)
     assert not any("dagster" in key.lower() for key in served.env)
-
-
-def test_openapi_shows_the_record_fields(served: Served) -> None:
-    schema = requests.get(f"{served.base_url}/docs.json", timeout=10).json()
-    text = json.dumps(schema)
-    for name in served.card.feature_names:
-        assert f'"{name}"' in text
 
 
 def test_each_build_pins_its_own_model(served: Served) -> None:
@@ -305,34 +533,3 @@ def test_each_build_pins_its_own_model(served: Served) -> None:
     bento_tag = build_bento(second, bento_name="kennel_credit_demo", labels={})
     assert [str(m.tag) for m in bentoml.bentos.get(bento_tag).info.all_models] == [second]
     assert "service" not in sys.modules
-
-
-@pytest.mark.parametrize(("raw", "clean"), [
-    ("team:ML Platform", "team-ml-platform"),
-    ("credit_demo_clf:4qw62axlqoivwax4", "credit_demo_clf-4qw62axlqoivwax4"),
-    ("--x--", "x"),
-    ("a" * 62 + "-b", "a" * 62),
-    ("", ""),
-])
-def test_sanitize_label(raw: str, clean: str) -> None:
-    from kennel.registry import sanitize_label
-
-    assert sanitize_label(raw) == clean
-
-
-def test_sanitize_labels_rejects_colliding_or_empty_keys() -> None:
-    from kennel.registry import sanitize_labels
-
-    with pytest.raises(ValueError, match="collide"):
-        sanitize_labels({"Team": "a", "team": "b"})
-    with pytest.raises(ValueError, match="no letters or digits"):
-        sanitize_labels({"::": "a"})
-
-
-def test_record_model_refuses_a_card_for_another_spec() -> None:
-    from kennel.serving import record_model
-
-    spec = load_spec(DEMO_SPEC)
-    card = ModelCard.for_spec(spec).model_copy(update={"spec_fingerprint": "0" * 16})
-    with pytest.raises(ValueError, match="fingerprint"):
-        record_model(spec, card)

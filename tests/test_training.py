@@ -5,11 +5,12 @@ import pandas as pd
 import pytest
 
 from kennel.demo import generate_frame
-from kennel.evaluation import classification_metrics, evaluate, fairness_gaps, group_metrics
-from kennel.features import ModelCard
+from kennel.evaluation import classification_metrics, evaluate, fairness_gaps, group_metrics, shap_summary
+from kennel.features import ModelCard, to_model_frame
 from kennel.hyperparameters import TrainConfig
 from kennel.spec import DEFAULT_SPEC_PATH, load_spec
-from kennel.training import NotEnoughData, best_f1_threshold, predict_scores, split_windows, train_model
+from kennel.training import (NotEnoughData, best_f1_threshold, predict_scores, search_hyperparameters, split_windows,
+                             train_model)
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +75,57 @@ def test_group_metrics_and_fairness_gaps_by_hand():
     report = evaluate(frame, scores, 0.5, ["g"])
     assert report["metrics"]["tp"] == 3 and report["metrics"]["fp"] == 1
     assert report["calibration"]["rows"].sum() == len(frame)
+
+
+def test_budgeted_search_records_every_trial_and_keeps_the_best_on_validation(spec):
+    card = ModelCard.for_spec(spec)
+    train, valid = _frame(spec, "2026-01-01", 1500, 1), _frame(spec, "2026-01-02", 600, 2)
+    config = TrainConfig(device="cpu", n_estimators=40, nthread=1, search_trials=4)
+
+    def train_once(cfg):
+        return train_model(card, train, valid, cfg)
+
+    booster, result, trials = search_hyperparameters(train_once, config)
+    assert [t.trial for t in trials] == [0, 1, 2, 3]
+    assert trials[0].params["max_depth"] == config.max_depth  # trial 0 is the configured model
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4
+    best = min(trials, key=lambda t: t.validation_logloss)
+    assert result.validation_logloss == best.validation_logloss
+    assert booster.num_boosted_rounds() == best.best_iteration + 1
+    _, _, again = search_hyperparameters(train_once, config)
+    assert [t.params for t in again] == [t.params for t in trials]  # seeded draws
+
+    # The time budget stops the search after the trial that spent it.
+    _, _, cut = search_hyperparameters(train_once, config.model_copy(update={"search_time_budget_s": 1e-9}))
+    assert len(cut) == 1
+    _, off, single = search_hyperparameters(train_once, config.model_copy(update={"search_trials": 0}))
+    assert len(single) == 1 and off.validation_logloss == trials[0].validation_logloss
+
+
+def test_shap_summary_adds_up_to_the_model_margin(spec):
+    import xgboost as xgb
+
+    card = ModelCard.for_spec(spec)
+    booster, _ = train_model(card, _frame(spec, "2026-01-01", 1500, 1), _frame(spec, "2026-01-02", 600, 2),
+                             TrainConfig(device="cpu", n_estimators=30, nthread=1))
+    test = _frame(spec, "2026-01-03", 400, 3)
+    summary = shap_summary(booster, card, test, max_rows=200)
+    assert list(summary["feature"]) != card.feature_names and set(summary["feature"]) == set(card.feature_names)
+    assert summary["mean_abs_shap"].is_monotonic_decreasing and summary["share"].sum() == pytest.approx(1.0)
+    x = xgb.DMatrix(to_model_frame(test, card), enable_categorical=True)
+    contribs = booster.predict(x, pred_contribs=True)
+    np.testing.assert_allclose(contribs.sum(axis=1), booster.predict(x, output_margin=True), rtol=1e-4, atol=1e-4)
+    assert "gender" not in set(summary["feature"])
+
+
+def test_fairness_gaps_leave_out_rates_resting_on_too_few_rows():
+    table = pd.DataFrame({
+        "group": ["a", "b", "tiny"], "count": [400, 400, 10], "positives": [100, 100, 2],
+        "negatives": [300, 300, 8], "selection_rate": [0.30, 0.20, 0.9], "tpr": [0.8, 0.7, 0.0],
+        "fpr": [0.1, 0.05, 0.5],
+    })
+    assert fairness_gaps(table, min_count=50) == pytest.approx(
+        {"demographic_parity_difference": 0.10, "equalized_odds_difference": 0.10})
+    assert fairness_gaps(table)["demographic_parity_difference"] == pytest.approx(0.7)
+    # TPR rests on positives: with 150 required only the FPR gap (300 negatives each) remains measurable.
+    assert fairness_gaps(table, min_count=150)["equalized_odds_difference"] == pytest.approx(0.05)

@@ -1,0 +1,151 @@
+"""The closed loop on the demo data, through Dagster's own APIs on a real instance: baseline → champion;
+drift → exactly one retrain → new champion and Bento; corrupt day → alert, no retrain; a drift burst in
+cooldown → one coalesced retrain; a restarted sensor repeats nothing."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from kennel.champion import ChampionRegistry
+from kennel.demo import generate
+from sensors.retraining import SENSOR_NAME, read_decision_log
+from tests.projects import Project, days, spec_file
+
+pytestmark = pytest.mark.slow
+
+ROWS = 1500
+SPLIT = {"train_days": 2, "validation_days": 1, "test_days": 1}
+# The loop's mechanics are under test here; the fairness side of the gate has its own tests
+# (tests/test_gate.py), and with one test day the group gaps are too noisy to gate a scenario on.
+
+
+class Webhook:
+    """A loopback HTTP endpoint that records what alerts post to it."""
+
+    def __init__(self):
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
+
+
+def tick(project: Project, cursor: str | None) -> dg.SensorResult:
+    sensor = project.defs.resolve_sensor_def(SENSOR_NAME)
+    with dg.build_sensor_context(instance=project.instance, cursor=cursor, definitions=project.defs,
+                                 resources={"lake": project.lake}) as context:
+        return sensor(context)
+
+
+def retrain(project: Project, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+    result = project.run("train_and_package", tags={**request.tags, "dagster/run_key": request.run_key})
+    assert result.success
+    return result
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("loop")
+    monkeypatch = pytest.MonkeyPatch()
+    webhook = Webhook()
+    monkeypatch.setenv("KENNEL_ALERT_WEBHOOK", webhook.url)
+    monkeypatch.setenv("KENNEL_RETRAIN_MIN_ROWS", "500")
+    spec_path = spec_file(tmp, tmp / "landing", split=SPLIT, sensitive_columns=[])
+    timeline = {}
+    with dg.instance_for_test() as instance:
+        project = Project(tmp, spec_path, instance)
+        d = days(project.spec, 11)
+        # Days 1–4 baseline, drift from day 5 (the generator's earlier days are byte-identical to baseline).
+        generate(project.spec, tmp / "landing", days=9, rows_per_day=ROWS, scenario="drift", drift_start_day=4)
+
+        assert project.run("ingest_daily", d[:4]).success
+        assert project.run("train_and_package").success
+        timeline["first_champion"] = ChampionRegistry(project.lake.path(), project.spec.name).current()
+        assert project.run("monitor_daily", d[:4]).success  # monitoring needs a champion to compare to
+        timeline["baseline_tick"] = first = tick(project, None)
+
+        assert project.run("ingest_daily", d[4:8]).success  # drift arrives
+        timeline["drift_tick"] = drift = tick(project, first.cursor)
+        timeline["restart_tick"] = tick(project, drift.cursor)  # a restarted daemon resumes from its cursor
+        timeline["retrain"] = [retrain(project, r) for r in drift.run_requests]
+        timeline["second_champion"] = ChampionRegistry(project.lake.path(), project.spec.name).current()
+        timeline["after_retrain_tick"] = after = tick(project, drift.cursor)
+
+        # Day 9 lands without its label column: it fails validation.
+        bad = tmp / "landing" / d[8] / "part-00000.csv"
+        pd.read_csv(bad, dtype=str).drop(columns=[project.spec.label.column]).to_csv(bad, index=False)
+        project.run("ingest_daily", d[8:9])
+        timeline["corrupt_tick"] = corrupt = tick(project, after.cursor)
+
+        # The world drifts back (baseline days, drifted against the new champion) inside the cooldown:
+        # the burst is held, then retrained on once when the cooldown ends.
+        generate(project.spec, tmp / "landing", days=2, rows_per_day=ROWS, start=pd.Timestamp(d[9]).date())
+        monkeypatch.setenv("KENNEL_RETRAIN_COOLDOWN_HOURS", "24")
+        assert project.run("ingest_daily", d[9:11]).success
+        timeline["burst_tick"] = burst = tick(project, corrupt.cursor)
+        monkeypatch.setenv("KENNEL_RETRAIN_COOLDOWN_HOURS", "0")
+        timeline["released_tick"] = tick(project, burst.cursor)
+        timeline["decisions"] = read_decision_log(project.lake, project.spec.name)
+        timeline["webhook"] = webhook.received
+        yield project, timeline
+    monkeypatch.undo()
+    webhook.server.shutdown()
+
+
+def test_baseline_days_do_not_retrain(loop):
+    _, t = loop
+    assert t["first_champion"] is not None
+    assert t["baseline_tick"].run_requests == []
+    assert {d["action"] for d in t["decisions"] if d["days"][0] <= "2026-01-04"} == {"skip"}
+
+
+def test_drift_requests_exactly_one_retrain_that_replaces_the_champion(loop):
+    _, t = loop
+    requests = t["drift_tick"].run_requests
+    assert len(requests) == 1 and requests[0].run_key.startswith("retrain-")
+    assert t["restart_tick"].run_requests == [] and t["after_retrain_tick"].run_requests == []
+    assert t["second_champion"].run_id != t["first_champion"].run_id
+    assert t["second_champion"].bento_tag and t["second_champion"].bento_tag != t["first_champion"].bento_tag
+    retrain_decision = next(d for d in t["decisions"] if d["action"] == "retrain")
+    assert retrain_decision["run_key"] == requests[0].run_key
+    assert set(retrain_decision["days"]) <= {"2026-01-05", "2026-01-06", "2026-01-07", "2026-01-08"}
+    assert retrain_decision["thresholds"]["drifted_share"] > 0
+
+
+def test_corrupt_day_alerts_and_never_retrains(loop):
+    _, t = loop
+    assert t["corrupt_tick"].run_requests == []
+    alerts = [d for d in t["decisions"] if d["action"] == "alert"]
+    assert [a["days"] for a in alerts] == [["2026-01-09"]]
+    assert any("2026-01-09" in w["text"] for w in t["webhook"])
+
+
+def test_burst_in_cooldown_is_coalesced_into_one_retrain(loop):
+    _, t = loop
+    assert t["burst_tick"].run_requests == []
+    held = [d for d in t["decisions"] if d["action"] == "skip" and "cooldown" in d["reason"]]
+    assert held and held[-1]["days"] == ["2026-01-10", "2026-01-11"]
+    assert len(t["released_tick"].run_requests) == 1
+    assert t["decisions"][-1]["action"] == "retrain" and t["decisions"][-1]["days"] == ["2026-01-10", "2026-01-11"]
+
+
+def test_every_decision_is_reported_to_dagster(loop):
+    _, t = loop
+    ticks = [v for k, v in t.items() if k.endswith("_tick")]
+    events = [e for tick_result in ticks for e in tick_result.asset_events]
+    assert len(events) == len(t["decisions"])  # the daemon stores these as materializations
+    assert {e.asset_key for e in events} == {dg.AssetKey("retraining_decisions")}
+    assert {e.metadata["action"].value for e in events} == {"skip", "retrain", "alert"}

@@ -1,0 +1,133 @@
+"""The new-data sensor on a real Dagster instance: runs for exactly the affected days, run keys that
+never launch the same work twice (across ticks, a restart and a lost cursor), and on S3 files that
+land in the same second as the previous tick."""
+
+import json
+import time
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+import yaml
+from dagster_aws.s3 import S3Resource
+
+from definitions import build_definitions
+from kennel.demo import generate
+from kennel.spec import DEFAULT_SPEC_PATH, load_spec
+from resources.lake import LakeResource
+from sensors.ingestion import SENSOR_NAME
+
+DAY1, DAY2, DAY3 = "2026-01-01", "2026-01-02", "2026-01-03"
+
+
+def _spec_file(tmp: Path, uri: str) -> Path:
+    raw = yaml.safe_load(DEFAULT_SPEC_PATH.read_text())
+    raw["source"]["uri"] = uri
+    path = tmp / "credit_demo.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> tuple[list[dg.RunRequest], str]:
+    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources) as context:
+        result = defs.resolve_sensor_def(SENSOR_NAME)(context)
+    return list(result.run_requests), result.cursor
+
+
+def _launch(defs: dg.Definitions, instance: dg.DagsterInstance, requests: list[dg.RunRequest]) -> list[str]:
+    """What the sensor daemon does with run requests: skip a run key it already launched, run the rest."""
+    launched = []
+    for request in requests:
+        tags = {"dagster/sensor_name": SENSOR_NAME, "dagster/run_key": request.run_key}
+        if instance.get_runs(filters=dg.RunsFilter(tags=tags)):
+            continue
+        result = defs.resolve_job_def("ingest_daily").execute_in_process(
+            instance=instance, partition_key=request.partition_key, tags={**request.tags, **tags})
+        assert result.success
+        launched.append(request.partition_key)
+    return launched
+
+
+def test_local_folder_runs_each_changed_day_once(tmp_path):
+    landing = tmp_path / "landing"
+    spec_path = _spec_file(tmp_path, str(landing))
+    spec = load_spec(spec_path)
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    with dg.instance_for_test() as instance:
+        defs = build_definitions(str(spec_path), resources={"lake": lake})
+        generate(spec, landing, days=2, rows_per_day=60)
+
+        requests, cursor = _tick(defs, instance, None)
+        assert [r.partition_key for r in requests] == [DAY1, DAY2]
+        assert _launch(defs, instance, requests) == [DAY1, DAY2]
+
+        requests, cursor = _tick(defs, instance, cursor)
+        assert requests == [], "nothing new landed"
+
+        generate(spec, landing, days=1, rows_per_day=60, start=pd.Timestamp(DAY3).date())
+        (landing / DAY3 / "_part-00001.csv").write_text("half a fi")  # in flight: ignored until renamed
+        requests, cursor = _tick(defs, instance, cursor)
+        assert [r.partition_key for r in requests] == [DAY3]
+        assert _launch(defs, instance, requests) == [DAY3]
+
+        # A restart: a new code location and sensor context, with the cursor the instance kept.
+        defs = build_definitions(str(spec_path), resources={"lake": lake})
+        requests, cursor = _tick(defs, instance, cursor)
+        assert requests == []
+
+        # Day 2 is re-delivered with different content: only day 2 runs again.
+        rewritten = landing / DAY2 / "part-00000.csv"
+        frame = pd.read_csv(rewritten, dtype=str)
+        frame.iloc[:-5].to_csv(rewritten, index=False)
+        requests, cursor = _tick(defs, instance, cursor)
+        assert [r.partition_key for r in requests] == [DAY2]
+        assert _launch(defs, instance, requests) == [DAY2]
+        record = json.loads(lake.quality_record(spec.name, DAY2).read_text())
+        assert record["rows_in"] == 55
+
+        # Even with the cursor lost, the run keys stop the same files from being ingested twice.
+        requests, _ = _tick(defs, instance, None)
+        assert sorted(r.partition_key for r in requests) == [DAY1, DAY2, DAY3]
+        assert _launch(defs, instance, requests) == []
+        assert len(instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME}))) == 4
+
+
+def test_s3_files_landing_in_the_same_second_are_not_missed(tmp_path, s3_endpoint):
+    s3 = S3Resource(endpoint_url=s3_endpoint)
+    client = s3.get_client()
+    client.create_bucket(Bucket="sensor-landing")
+    spec_path = _spec_file(tmp_path, "s3://sensor-landing/credit_demo")
+    spec = load_spec(spec_path)
+    report = generate(spec, tmp_path / "generated", days=2, rows_per_day=30)
+    first, second = report.files
+
+    def put(path: Path, key: str, body: bytes | None = None):
+        client.put_object(Bucket="sensor-landing", Key=f"credit_demo/{key}", Body=body or path.read_bytes())
+        return client.head_object(Bucket="sensor-landing", Key=f"credit_demo/{key}")["LastModified"]
+
+    defs = build_definitions(str(spec_path), resources={"s3": s3, "lake": LakeResource(root=str(tmp_path / "lake"))})
+    with dg.instance_for_test() as instance:
+        for _ in range(5):
+            # Start just after a second boundary so the next uploads share the first one's second.
+            time.sleep(1 - time.time() % 1 + 0.02)
+            t0 = put(first, f"{DAY1}/part-00000.csv")
+            requests, cursor = _tick(defs, instance, None)
+            t1 = put(second, f"{DAY2}/part-00000.csv")
+            t2 = put(first, f"{DAY1}/part-00001.csv", body=first.read_bytes() + b"\n")
+            if t0 == t1 == t2:
+                break
+            client.delete_object(Bucket="sensor-landing", Key=f"credit_demo/{DAY2}/part-00000.csv")
+            client.delete_object(Bucket="sensor-landing", Key=f"credit_demo/{DAY1}/part-00001.csv")
+        else:
+            pytest.fail("could not land three objects within one second")
+        assert [r.partition_key for r in requests] == [DAY1]
+        requests, cursor = _tick(defs, instance, cursor)
+        # Same LastModified second as the cursor's newest file, yet both days are requested.
+        assert [r.partition_key for r in requests] == [DAY1, DAY2]
+        requests, cursor = _tick(defs, instance, cursor)
+        assert requests == []
+        # An object rewritten in place (same key, new content) is a change too.
+        put(first, f"{DAY1}/part-00001.csv", body=first.read_bytes())
+        requests, _ = _tick(defs, instance, cursor)
+        assert [r.partition_key for r in requests] == [DAY1]

@@ -1,0 +1,395 @@
+"""Serving pieces in-process, no server: the fast encoder against the training path, the request
+models, the HTTP guard, the OpenAPI document, registry labels."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from kennel.features import MODEL_FILE, SPEC_FILE, ModelCard, to_model_frame
+from kennel.serving import (
+    ARROW_MEDIA_TYPE,
+    ApiDoc,
+    ArrowReader,
+    FeatureEncoder,
+    InputError,
+    RequestGuard,
+    batch_request_model,
+    columns_model,
+    env_int,
+    example_record,
+    feedback_model,
+    input_field_names,
+    load_booster,
+    new_request_ids,
+    openapi_document,
+    predict_frame,
+    predict_matrix,
+    record_columns,
+    record_model,
+)
+from kennel.spec import PROJECT_ROOT, DatasetSpec, FeatureType, load_spec
+
+DEMO_SPEC = PROJECT_ROOT / "datasets" / "credit_demo.yaml"
+
+
+def synthetic_records(spec: DatasetSpec, n: int, rng: np.random.Generator, missing: float = 0.1) -> list[dict[str, Any]]:
+    """In-range records for every spec feature; nullable features are missing `missing` of the time.
+
+    Plain Python values, because the service's record schema is strict (no numpy scalars).
+    """
+    records = []
+    for i in range(n):
+        record: dict[str, Any] = {spec.id_column: f"app-{i:05d}"}
+        for feat in spec.features:
+            if feat.nullable and rng.random() < missing:
+                record[feat.name] = None
+            elif feat.type is FeatureType.categorical:
+                record[feat.name] = str(rng.choice(list(feat.categories or ())))
+            elif feat.type is FeatureType.boolean:
+                record[feat.name] = bool(rng.random() < 0.5)
+            else:
+                low = feat.min if feat.min is not None else 0.0
+                high = feat.max if feat.max is not None else low + 100.0
+                record[feat.name] = round(float(rng.uniform(low, high)), 2)
+        records.append(record)
+    return records
+
+
+def synthetic_labels(spec: DatasetSpec, frame: Any, rng: np.random.Generator) -> np.ndarray:
+    """Labels that depend on numeric and categorical features, so the booster splits on both."""
+    score = np.zeros(len(frame))
+    for feat in spec.model_features:
+        if feat.type is FeatureType.numeric and feat.min is not None and feat.max is not None:
+            scaled = (frame[feat.name].to_numpy(dtype=float) - feat.min) / (feat.max - feat.min) * 2 - 1
+            score += rng.normal() * np.nan_to_num(scaled)
+        elif feat.type is FeatureType.categorical:
+            codes = frame[feat.name].cat.codes.to_numpy()
+            score += np.where(codes >= 0, rng.normal(size=len(feat.categories or ()) + 1)[codes], 0.0)
+    return (rng.random(len(frame)) < 1 / (1 + np.exp(-2 * score))).astype(int)
+
+
+def train_model_folder(folder: Path, spec: DatasetSpec, records: list[dict[str, Any]],
+                       rng: np.random.Generator, rounds: int = 20) -> None:
+    import xgboost
+
+    card = ModelCard.for_spec(spec, threshold=0.5, model_version="test-serving")
+    frame = to_model_frame(records, card)
+    dtrain = xgboost.DMatrix(frame, label=synthetic_labels(spec, frame, rng), enable_categorical=True)
+    params = {"objective": "binary:logistic", "max_depth": 4, "eta": 0.3, "nthread": 1}
+    booster = xgboost.train(params, dtrain, num_boost_round=rounds)
+    folder.mkdir(parents=True)
+    booster.save_model(str(folder / MODEL_FILE))
+    card.save(folder)
+    shutil.copy2(DEMO_SPEC, folder / SPEC_FILE)
+
+
+@pytest.fixture(scope="module")
+def spec() -> DatasetSpec:
+    return load_spec(DEMO_SPEC)
+
+
+@pytest.fixture(scope="module")
+def model_dir(spec: DatasetSpec, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(3)
+    folder = tmp_path_factory.mktemp("unit-model") / "m"
+    train_model_folder(folder, spec, synthetic_records(spec, 600, rng), rng, rounds=30)
+    return folder
+
+
+# --- encoder -------------------------------------------------------------------------------------
+
+
+def test_encoder_scores_exactly_like_the_training_frame(spec: DatasetSpec, model_dir: Path) -> None:
+    card = ModelCard.load(model_dir)
+    booster = load_booster(model_dir)
+    rng = np.random.default_rng(5)
+    # A third of nullable values missing, so NaN handling in every feature type is exercised.
+    records = synthetic_records(spec, 2_000, rng, missing=0.33)
+    record_cls = record_model(spec, card)
+    validated = [record_cls.model_validate(r) for r in records]
+    columns = record_columns(validated, input_field_names(spec, card))
+    served = predict_matrix(booster, FeatureEncoder(card).encode(columns, len(records)))
+    expected = predict_frame(booster, card, records)
+    np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6)
+    assert len(np.unique(np.round(expected, 6))) > 100  # the model really varies with its inputs
+
+
+def test_encoder_codes_match_the_frame_builder(spec: DatasetSpec, model_dir: Path) -> None:
+    card = ModelCard.load(model_dir)
+    records = synthetic_records(spec, 300, np.random.default_rng(8), missing=0.3)
+    frame = to_model_frame(records, card)
+    for name in card.feature_names:
+        if hasattr(frame[name], "cat"):
+            frame[name] = frame[name].cat.codes.astype("float32").where(frame[name].cat.codes >= 0)
+    matrix = FeatureEncoder(card).encode(record_columns(records, card.feature_names), len(records))
+    np.testing.assert_array_equal(matrix, frame.to_numpy(dtype=np.float32))
+
+
+def test_encoder_treats_an_absent_column_as_missing(model_dir: Path) -> None:
+    card = ModelCard.load(model_dir)
+    matrix = FeatureEncoder(card).encode({}, 3)
+    assert matrix.shape == (3, len(card.features)) and np.isnan(matrix).all()
+
+
+def _arrow_body(table: Any) -> bytes:
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=700)  # several record batches
+    return sink.getvalue().to_pybytes()
+
+
+def test_arrow_tables_score_exactly_like_the_training_frame(spec: DatasetSpec, model_dir: Path) -> None:
+    import pyarrow as pa
+
+    card = ModelCard.load(model_dir)
+    booster = load_booster(model_dir)
+    records = synthetic_records(spec, 2_000, np.random.default_rng(6), missing=0.33)
+    for record in records:
+        record["loan_term_months"] = float(round(record["loan_term_months"]))
+    table = pa.Table.from_pylist(records)
+    # categories as dictionary-encoded text, an integer column: both are accepted
+    table = table.set_column(table.column_names.index("region"), "region", table.column("region").dictionary_encode())
+    table = table.set_column(table.column_names.index("loan_term_months"), "loan_term_months",
+                             table.column("loan_term_months").cast(pa.int32()))
+    checked = ArrowReader(spec, card).read(_arrow_body(table))
+    served = predict_matrix(booster, FeatureEncoder(card).encode_arrow(checked))
+    np.testing.assert_allclose(served, predict_frame(booster, card, records), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("change", "loc", "kind"), [
+    (lambda t, pa: t.drop_columns(["age"]), ["age"], "missing"),
+    (lambda t, pa: t.append_column("colour", pa.array(["red"] * t.num_rows)), ["colour"], "extra_forbidden"),
+    (lambda t, pa: t.set_column(1, "age", pa.array([40.0, 12.0, 50.0])), ["age", 1], "greater_than_equal"),
+    (lambda t, pa: t.set_column(1, "age", pa.array([40.0, float("nan"), 50.0])), ["age", 1], "finite_number"),
+    (lambda t, pa: t.set_column(1, "age", pa.array(["40", "41", "42"])), ["age"], "float_type"),
+    (lambda t, pa: t.set_column(1, "age", pa.array([40.0, None, 50.0])), ["age", 1], "null"),
+    (lambda t, pa: t.set_column(t.column_names.index("region"), "region", pa.array(["west", "west", "mars"])),
+     ["region", 2], "literal_error"),
+    (lambda t, pa: t.set_column(t.column_names.index("is_repeat_customer"), "is_repeat_customer",
+                                pa.array([1, 0, 1])), ["is_repeat_customer"], "bool_type"),
+    (lambda t, pa: t.slice(0, 0), [], "row_count"),
+])
+def test_arrow_tables_are_checked_like_json(spec: DatasetSpec, model_dir: Path, change: Any, loc: list[Any],
+                                              kind: str) -> None:
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(synthetic_records(spec, 3, np.random.default_rng(2), missing=0.0))
+    assert table.column_names[1] == "age"
+    with pytest.raises(InputError) as exc:
+        ArrowReader(spec, ModelCard.load(model_dir)).read(_arrow_body(change(table, pa)))
+    assert {"type": kind, "loc": loc} in [{k: p[k] for k in ("type", "loc")} for p in exc.value.problems]
+
+
+def test_a_body_that_is_not_arrow_is_refused(spec: DatasetSpec, model_dir: Path) -> None:
+    with pytest.raises(InputError) as exc:
+        ArrowReader(spec, ModelCard.load(model_dir)).read(b'{"age": [40]}')
+    assert exc.value.problems[0]["type"] == "arrow_invalid"
+
+
+def test_load_booster_refuses_a_card_that_lists_other_features(model_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    shutil.copytree(model_dir, folder)
+    card = ModelCard.load(folder)
+    card.model_copy(update={"features": card.features[:-1]}).save(folder)
+    with pytest.raises(ValueError, match="takes 20 features, its card lists 19"):
+        load_booster(folder)
+
+
+def test_request_ids_are_unique_hex() -> None:
+    ids = new_request_ids(10_000)
+    assert len(set(ids)) == 10_000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids[:100])
+
+
+# --- request models ------------------------------------------------------------------------------
+
+
+def _errors(exc: pytest.ExceptionInfo[ValidationError]) -> list[tuple[str, ...]]:
+    return [tuple(str(p) for p in e["loc"]) for e in exc.value.errors()]
+
+
+def test_columns_model_accepts_aligned_columns_and_names_a_misaligned_one(spec: DatasetSpec, model_dir: Path) -> None:
+    card = ModelCard.load(model_dir)
+    columns = columns_model(spec, card)
+    rows = synthetic_records(spec, 5, np.random.default_rng(1))
+    body = {name: [r[name] for r in rows] for name in rows[0]}
+    assert columns.model_validate(body).n_rows == 5
+    body["region"] = body["region"][:4]
+    with pytest.raises(ValidationError, match="region has 4"):
+        columns.model_validate(body)
+    nullable = next(f.name for f in spec.features if f.nullable and f.type is FeatureType.numeric)
+    body = {name: [r[name] for r in rows] for name in rows[0] if name != nullable}
+    assert columns.model_validate(body).n_rows == 5  # a nullable column may be left out
+    with pytest.raises(ValidationError) as exc:
+        columns.model_validate({**body, "age": [1.0] * 5})
+    assert ("age", "0") in _errors(exc)
+
+
+def test_batch_request_is_closed_and_bounded(spec: DatasetSpec, model_dir: Path) -> None:
+    batch = batch_request_model(record_model(spec, ModelCard.load(model_dir)), max_records=3)
+    record = example_record(spec)
+    assert len(batch.model_validate({"records": [record] * 3}).records) == 3
+    for body, where in (({"records": []}, ("records",)), ({"records": [record] * 4}, ("records",)),
+                        ({"records": [record], "extra": 1}, ("extra",))):
+        with pytest.raises(ValidationError) as exc:
+            batch.model_validate(body)
+        assert where in _errors(exc)
+
+
+def test_feedback_labels_must_have_the_specs_type(spec: DatasetSpec) -> None:
+    feedback = feedback_model(spec)
+    rid = "0" * 32
+    assert feedback.model_validate_json(json.dumps({"labels": [{"request_id": rid, "label": 1}]}))
+    for label in (True, 1.0, "1", 2):
+        with pytest.raises(ValidationError) as exc:
+            feedback.model_validate_json(json.dumps({"labels": [{"request_id": rid, "label": label}]}))
+        assert ("labels", "0", "label") in _errors(exc)
+    with pytest.raises(ValidationError) as exc:
+        feedback.model_validate_json(json.dumps({"labels": [{"request_id": "not-an-id", "label": 0}]}))
+    assert ("labels", "0", "request_id") in _errors(exc)
+
+
+def test_env_int_names_a_bad_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KENNEL_X", "many")
+    with pytest.raises(ValueError, match="KENNEL_X='many' is not an integer"):
+        env_int("KENNEL_X", 1)
+    monkeypatch.setenv("KENNEL_X", "0")
+    with pytest.raises(ValueError, match="at least 1"):
+        env_int("KENNEL_X", 1)
+    monkeypatch.setenv("KENNEL_X", "")
+    assert env_int("KENNEL_X", 7) == 7
+
+
+# --- HTTP guard ----------------------------------------------------------------------------------
+
+
+def _call_guard(guard: RequestGuard, *, method: str = "POST", path: str = "/predict",
+                headers: dict[str, str] | None = None, chunks: list[bytes] = ()) -> tuple[int, bytes, bytes | None]:
+    """(status, response body, body the wrapped app received or None if it was not called)."""
+    seen: dict[str, bytes] = {}
+    sent: list[dict[str, Any]] = []
+    queue = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+
+    async def receive() -> dict[str, Any]:
+        return queue.pop(0) if queue else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def app(scope: dict[str, Any], receive_: Any, send_: Any) -> None:
+        body = b""
+        while True:
+            message = await receive_()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        seen["body"] = body
+        await send_({"type": "http.response.start", "status": 200, "headers": []})
+        await send_({"type": "http.response.body", "body": b"ok"})
+
+    guard.app = app
+    scope = {"type": "http", "method": method, "path": path,
+             "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]}
+    asyncio.run(guard(scope, receive, send))
+    return sent[0]["status"], sent[1]["body"], seen.get("body")
+
+
+def test_guard_passes_a_json_body_through_unchanged() -> None:
+    guard = RequestGuard(None, max_body_bytes=100, routes={"/predict": "application/json"})  # type: ignore[arg-type]
+    status, _, received = _call_guard(guard, headers={"content-type": "application/json; charset=utf-8"},
+                                      chunks=[b'{"a":', b" 1}"])
+    assert (status, received) == (200, b'{"a": 1}')
+
+
+def test_guard_refuses_oversize_bodies_without_echoing_them() -> None:
+    guard = RequestGuard(None, max_body_bytes=100, routes={"/predict": "application/json"})  # type: ignore[arg-type]
+    secret = b'{"x": "' + b"s" * 200 + b'"}'
+    # declared too long: refused before reading
+    status, body, received = _call_guard(guard, headers={"content-type": "application/json",
+                                                         "content-length": str(len(secret))}, chunks=[secret])
+    assert status == 413 and received is None
+    assert b"limit is 100 bytes" in body and b"sss" not in body
+    # chunked without a length: refused once the limit is passed
+    status, body, received = _call_guard(guard, headers={"content-type": "application/json"},
+                                         chunks=[secret[:60], secret[60:]])
+    assert status == 413 and received is None and b"sss" not in body
+
+
+def test_guard_refuses_other_media_types_and_ignores_other_routes() -> None:
+    guard = RequestGuard(None, max_body_bytes=100, routes={"/predict": "application/json"})  # type: ignore[arg-type]
+    for headers in ({}, {"content-type": "text/plain"}, {"content-type": "application/x-www-form-urlencoded"}):
+        status, body, received = _call_guard(guard, headers=headers, chunks=[b"{}"])
+        assert status == 415 and received is None and b"application/json" in body
+    status, _, received = _call_guard(guard, path="/other", chunks=[b"x" * 500])
+    assert status == 200 and received == b"x" * 500
+
+
+def test_openapi_document_states_nullability_ranges_and_closed_objects(spec: DatasetSpec, model_dir: Path) -> None:
+    from kennel.serving import ColumnarPredictions, FeedbackReceipt, Prediction
+
+    card = ModelCard.load(model_dir)
+    record = record_model(spec, card)
+    doc = openapi_document(title="t", version="v", description="d", apis=[
+        ApiDoc("/predict", "one", record, Prediction, example_record(spec)),
+        ApiDoc("/predict_columns", "cols", columns_model(spec, card), ColumnarPredictions),
+        ApiDoc("/predict_arrow", "arrow", {"type": "string"}, ColumnarPredictions, media_type=ARROW_MEDIA_TYPE),
+        ApiDoc("/feedback", "fb", feedback_model(spec), FeedbackReceipt, extra_statuses=(503,)),
+    ])
+    assert doc["openapi"] == "3.1.0"
+    schemas = doc["components"]["schemas"]
+    rec = schemas[record.__name__]
+    assert rec["additionalProperties"] is False
+    assert set(rec["required"]) == {f.name for f in spec.features if not f.nullable and f.name not in spec.sensitive_columns}
+    income = rec["properties"]["annual_income"]
+    assert {"type": "null"} in income["anyOf"]
+    number = next(s for s in income["anyOf"] if s.get("type") == "number")
+    assert (number["minimum"], number["maximum"]) == (0, 5_000_000)
+    assert rec["properties"]["region"]["enum"] == ["north", "south", "east", "west", "central"]
+    responses = doc["paths"]["/predict"]["post"]["responses"]
+    assert set(responses) == {"200", "400", "413", "415", "500", "504"}
+    assert responses["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ValidationErrorBody"}
+    assert doc["paths"]["/readyz"]["get"]["responses"].keys() == {"200", "503"}
+    assert "503" in doc["paths"]["/feedback"]["post"]["responses"]
+    assert doc["paths"]["/predict_arrow"]["post"]["requestBody"]["content"] == {ARROW_MEDIA_TYPE: {"schema": {"type": "string"}}}
+    record.model_validate(doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["example"])
+
+
+# --- registry labels -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "clean"), [
+    ("team:ML Platform", "team-ml-platform"),
+    ("credit_demo_clf:4qw62axlqoivwax4", "credit_demo_clf-4qw62axlqoivwax4"),
+    ("--x--", "x"),
+    ("a" * 62 + "-b", "a" * 62),
+    ("", ""),
+])
+def test_sanitize_label(raw: str, clean: str) -> None:
+    from kennel.registry import sanitize_label
+
+    assert sanitize_label(raw) == clean
+
+
+def test_sanitize_labels_rejects_colliding_or_empty_keys() -> None:
+    from kennel.registry import sanitize_labels
+
+    with pytest.raises(ValueError, match="collide"):
+        sanitize_labels({"Team": "a", "team": "b"})
+    with pytest.raises(ValueError, match="no letters or digits"):
+        sanitize_labels({"::": "a"})
+
+
+def test_record_model_refuses_a_card_for_another_spec(spec: DatasetSpec) -> None:
+    card = ModelCard.for_spec(spec).model_copy(update={"spec_fingerprint": "0" * 16})
+    with pytest.raises(ValueError, match="fingerprint"):
+        record_model(spec, card)
