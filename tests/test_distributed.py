@@ -8,24 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kennel.demo import generate_frame
 from kennel.distributed import _model_columns, is_cluster, local_standalone_cluster
 from kennel.evaluation import roc_auc
 from kennel.features import MODEL_FILE, ModelCard, to_model_frame
 from kennel.hyperparameters import TrainConfig
 from kennel.spec import DEFAULT_SPEC_PATH, PROJECT_ROOT, load_spec
 from kennel.training import predict_scores, train_model
+from tests.projects import training_frame
 
 
 @pytest.fixture(scope="module")
 def spec():
     return load_spec(DEFAULT_SPEC_PATH)
 
-
-def _frame(spec, day: str, rows: int, seed: int) -> pd.DataFrame:
-    frame = generate_frame(spec, pd.Timestamp(day).date(), rows, np.random.default_rng(seed))
-    frame["label"] = (frame[spec.label.column].astype(str) == str(spec.label.positive)).astype(int)
-    return frame
 
 
 def test_only_standalone_masters_and_spark_connect_count_as_clusters():
@@ -40,7 +35,7 @@ def test_only_standalone_masters_and_spark_connect_count_as_clusters():
 def test_spark_encoding_equals_the_pandas_model_frame(spec, spark, tmp_path):
     """The cluster must see exactly the values single-node training and serving see."""
     card = ModelCard.for_spec(spec)
-    frame = _frame(spec, "2026-01-01", 300, 11)
+    frame = training_frame(spec, "2026-01-01", 300, 11)
     frame.loc[:4, "region"] = "atlantis"  # unknown category → missing, as in to_model_frame
     frame.to_parquet(tmp_path / "rows.parquet")
     encoded = spark.read.parquet(str(tmp_path / "rows.parquet")).select(*_model_columns(card)).toPandas()
@@ -58,8 +53,8 @@ def test_training_on_a_standalone_cluster_gives_a_plain_booster_as_good_as_nativ
     data = tmp_path / "training"
     data.mkdir()
     # More rows per worker than one Arrow batch (10,000): every batch must hold training and validation rows.
-    train, validation, test = (_frame(spec, "2026-01-01", 24000, 1), _frame(spec, "2026-01-02", 6000, 2),
-                               _frame(spec, "2026-01-03", 2000, 3))
+    train, validation, test = (training_frame(spec, "2026-01-01", 24000, 1), training_frame(spec, "2026-01-02", 6000, 2),
+                               training_frame(spec, "2026-01-03", 2000, 3))
     train.to_parquet(data / "train.parquet")
     validation.to_parquet(data / "validation.parquet")
     config = TrainConfig(device="cpu", n_estimators=60, num_workers=2)

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 
 from kennel.champion import ChampionRegistry, PromotionRefused
-from kennel.demo import generate_frame
 from kennel.features import MODEL_FILE, SPEC_FILE, ModelCard
 from kennel.gate import Candidate, decide, paired_bootstrap, weighted_metric
 from kennel.hyperparameters import GateConfig, TrainConfig
 from kennel.spec import DEFAULT_SPEC_PATH, load_spec
 from kennel.training import train_model
+from tests.projects import training_frame
 
 SENSITIVE = ["gender"]
 
@@ -22,15 +22,10 @@ def spec():
     return load_spec(DEFAULT_SPEC_PATH)
 
 
-def _frame(spec, day: str, rows: int, seed: int) -> pd.DataFrame:
-    frame = generate_frame(spec, pd.Timestamp(day).date(), rows, np.random.default_rng(seed))
-    frame["label"] = (frame[spec.label.column].astype(str) == str(spec.label.positive)).astype(int)
-    return frame
-
 
 @pytest.fixture(scope="module")
 def data(spec):
-    return _frame(spec, "2026-01-01", 3000, 1), _frame(spec, "2026-01-02", 1000, 2), _frame(spec, "2026-01-03", 2000, 3)
+    return training_frame(spec, "2026-01-01", 3000, 1), training_frame(spec, "2026-01-02", 1000, 2), training_frame(spec, "2026-01-03", 2000, 3)
 
 
 def _model(spec, folder: Path, run_id: str, train: pd.DataFrame, validation: pd.DataFrame) -> Candidate:

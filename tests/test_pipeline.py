@@ -7,11 +7,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from definitions import build_definitions
 from kennel.demo import generate
 from kennel.features import ModelCard
-from kennel.spec import DEFAULT_SPEC_PATH, load_spec
-from resources.lake import LakeResource
+from tests.projects import Project, days, spec_file
 
 pytestmark = pytest.mark.slow
 
@@ -19,44 +17,14 @@ DAYS = 8  # the demo split needs 3 test + 3 validation + at least 1 train day
 ROWS_PER_DAY = 400
 
 
-def _spec_file(tmp: Path, landing: Path, base: Path = DEFAULT_SPEC_PATH, **changes) -> Path:
-    """A copy of a spec whose source points at a landing folder of the test's own."""
-    raw = yaml.safe_load(base.read_text())
-    raw["source"]["uri"] = str(landing)
-    raw.update(changes)
-    path = tmp / f"{raw['name']}.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
-
-
-class Project:
-    """One data set's definitions, lake and Dagster instance, with helpers to run its jobs."""
-
-    def __init__(self, tmp: Path, spec_path: Path, instance: dg.DagsterInstance):
-        self.spec = load_spec(spec_path)
-        self.lake = LakeResource(root=str(tmp / "lake"))
-        self.defs = build_definitions(str(spec_path), resources={"lake": self.lake})
-        self.instance = instance
-
-    def run(self, job: str, days: list[str] | None = None, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
-        tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]} if days else {}
-        return self.defs.resolve_job_def(job).execute_in_process(instance=self.instance, tags=tags, run_config=run_config,
-                                                                 raise_on_error=False)
-
-    def metadata(self, key: str) -> dict:
-        event = self.instance.get_latest_materialization_event(dg.AssetKey(key))
-        assert event is not None, f"{key} was never materialized"
-        return {k: v.value for k, v in event.asset_materialization.metadata.items()}
-
-
 def _days(spec, n: int = DAYS) -> list[str]:
-    return [d.strftime("%Y-%m-%d") for d in pd.date_range(spec.start_date, periods=n)]
+    return days(spec, n)
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
-    spec_path = _spec_file(tmp, tmp / "landing")
+    spec_path = spec_file(tmp, tmp / "landing")
     with dg.instance_for_test() as instance:
         project = Project(tmp, spec_path, instance)
         report = generate(project.spec, tmp / "landing", days=DAYS, rows_per_day=ROWS_PER_DAY)
@@ -174,7 +142,7 @@ def test_the_gate_decides_promotion_and_rollback_restores_the_previous_bento(dem
 
 
 def test_failed_validation_blocks_downstream_and_is_never_trained_on(tmp_path):
-    spec_path = _spec_file(tmp_path, tmp_path / "landing")
+    spec_path = spec_file(tmp_path, tmp_path / "landing")
     with dg.instance_for_test() as instance:
         project = Project(tmp_path, spec_path, instance)
         days = _days(project.spec, DAYS + 1)
@@ -225,7 +193,7 @@ SECOND_SPEC = {
 def test_a_second_spec_with_other_columns_runs_unchanged(tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text(yaml.safe_dump(SECOND_SPEC))
-    spec_path = _spec_file(tmp_path, tmp_path / "landing", base=base)
+    spec_path = spec_file(tmp_path, tmp_path / "landing", base=base)
     with dg.instance_for_test() as instance:
         project = Project(tmp_path, spec_path, instance)
         generate(project.spec, tmp_path / "landing", days=8, rows_per_day=300)

@@ -4,25 +4,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kennel.demo import generate_frame
 from kennel.evaluation import classification_metrics, evaluate, fairness_gaps, group_metrics, shap_summary
 from kennel.features import ModelCard, to_model_frame
 from kennel.hyperparameters import TrainConfig
 from kennel.spec import DEFAULT_SPEC_PATH, load_spec
 from kennel.training import (NotEnoughData, best_f1_threshold, predict_scores, search_hyperparameters, split_windows,
                              train_model)
+from tests.projects import training_frame
 
 
 @pytest.fixture(scope="module")
 def spec():
     return load_spec(DEFAULT_SPEC_PATH)
 
-
-def _frame(spec, day: str, rows: int, seed: int) -> pd.DataFrame:
-    """Demo records in the shape of the dbt `features` model (label as 0/1)."""
-    frame = generate_frame(spec, pd.Timestamp(day).date(), rows, np.random.default_rng(seed))
-    frame["label"] = (frame[spec.label.column].astype(str) == str(spec.label.positive)).astype(int)
-    return frame
 
 
 def test_split_windows_are_time_ordered_and_respect_the_spec(spec):
@@ -37,23 +31,23 @@ def test_split_windows_are_time_ordered_and_respect_the_spec(spec):
 
 def test_same_data_and_config_give_the_same_model(spec):
     card = ModelCard.for_spec(spec)
-    train, valid = _frame(spec, "2026-01-01", 3000, 1), _frame(spec, "2026-01-02", 1000, 2)
+    train, valid = training_frame(spec, "2026-01-01", 3000, 1), training_frame(spec, "2026-01-02", 1000, 2)
     config = TrainConfig(device="cpu", n_estimators=60)
     first, r1 = train_model(card, train, valid, config)
     second, r2 = train_model(card, train, valid, config)
     assert bytes(first.save_raw("ubj")) == bytes(second.save_raw("ubj"))
     assert r1.best_iteration == r2.best_iteration and r1.threshold == r2.threshold
     assert r1.device == "cpu" and first.num_boosted_rounds() == r1.best_iteration + 1
-    test = _frame(spec, "2026-01-03", 2000, 3)
+    test = training_frame(spec, "2026-01-03", 2000, 3)
     scores = predict_scores(first, card, test)
     assert classification_metrics(test["label"].to_numpy(), scores, r1.threshold)["roc_auc"] > 0.75
     assert set(r1.feature_importance) <= set(card.feature_names) and "gender" not in r1.feature_importance
 
 
 def test_single_class_training_window_is_refused(spec):
-    train = _frame(spec, "2026-01-01", 200, 1).assign(label=0)
+    train = training_frame(spec, "2026-01-01", 200, 1).assign(label=0)
     with pytest.raises(ValueError, match="only one label value"):
-        train_model(ModelCard.for_spec(spec), train, _frame(spec, "2026-01-02", 100, 2), TrainConfig(device="cpu"))
+        train_model(ModelCard.for_spec(spec), train, training_frame(spec, "2026-01-02", 100, 2), TrainConfig(device="cpu"))
 
 
 def test_best_f1_threshold_separates_perfectly_separable_scores():
@@ -79,7 +73,7 @@ def test_group_metrics_and_fairness_gaps_by_hand():
 
 def test_budgeted_search_records_every_trial_and_keeps_the_best_on_validation(spec):
     card = ModelCard.for_spec(spec)
-    train, valid = _frame(spec, "2026-01-01", 1500, 1), _frame(spec, "2026-01-02", 600, 2)
+    train, valid = training_frame(spec, "2026-01-01", 1500, 1), training_frame(spec, "2026-01-02", 600, 2)
     config = TrainConfig(device="cpu", n_estimators=40, nthread=1, search_trials=4)
 
     def train_once(cfg):
@@ -106,9 +100,9 @@ def test_shap_summary_adds_up_to_the_model_margin(spec):
     import xgboost as xgb
 
     card = ModelCard.for_spec(spec)
-    booster, _ = train_model(card, _frame(spec, "2026-01-01", 1500, 1), _frame(spec, "2026-01-02", 600, 2),
+    booster, _ = train_model(card, training_frame(spec, "2026-01-01", 1500, 1), training_frame(spec, "2026-01-02", 600, 2),
                              TrainConfig(device="cpu", n_estimators=30, nthread=1))
-    test = _frame(spec, "2026-01-03", 400, 3)
+    test = training_frame(spec, "2026-01-03", 400, 3)
     summary = shap_summary(booster, card, test, max_rows=200)
     assert list(summary["feature"]) != card.feature_names and set(summary["feature"]) == set(card.feature_names)
     assert summary["mean_abs_shap"].is_monotonic_decreasing and summary["share"].sum() == pytest.approx(1.0)
