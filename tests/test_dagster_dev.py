@@ -2,7 +2,6 @@
 GraphQL and watch the daemon launch the retrain it asks for, and the run succeed."""
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import requests
 from kennel.champion import ChampionRegistry
 from kennel.demo import generate
 from sensors.retraining import SENSOR_NAME
+from test_serving import stop_server
 from tests.projects import Project, days, spec_file
 
 pytestmark = pytest.mark.slow
@@ -89,9 +89,5 @@ def test_sensor_in_a_running_dagster_dev_launches_the_retrain(tmp_path):
         second = ChampionRegistry(Path(tmp_path / "lake"), "credit_demo").current()
         assert second.run_id == runs[0]["runId"] != first.run_id
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_server(proc)
         log.close()
