@@ -14,7 +14,7 @@ export DAGSTER_TELEMETRY_ENABLED := False
 # Python 3.12 is required (xgboost 3.4); override with PYTHON312=/path/to/python3.12.
 PYTHON312 ?= $(shell bash scripts/find_python312.sh)
 
-.PHONY: setup demo test test-fast dev clean
+.PHONY: setup demo lint test test-fast dev clean
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
 $(VENV)/.installed: pyproject.toml
@@ -35,7 +35,13 @@ $(DAGSTER_HOME)/dagster.yaml:
 demo: setup
 	$(PY) scripts/demo.py $(DEMO_ARGS)
 
-test: setup
+# Lint, format and type check: seconds, so every test run starts with them.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint
 	$(PY) -m pytest
 
 test-fast: setup

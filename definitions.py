@@ -7,14 +7,11 @@ import warnings
 
 import dagster as dg
 
-from assets.features import build_feature_assets
-from assets.ingestion import build_ingestion_assets
-from assets.monitoring import build_monitoring_assets
-from assets.serving import build_serving_assets
-from assets.training import build_training_assets
+from assets import build_dataset_assets
+from jobs import build_jobs, build_schedules
 from kennel.spec import load_spec
 from resources import build_resources
-from sensors import build_jobs_and_schedules, build_sensors
+from sensors import build_sensors
 
 os.environ.setdefault("DAGSTER_TELEMETRY_ENABLED", "False")  # nothing leaves the machine
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
@@ -26,17 +23,11 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 def build_definitions(spec_path: str | None = None, resources: dict | None = None) -> dg.Definitions:
     """Definitions for one data-set spec; `resources` replaces individual resources (tests use it)."""
     spec = load_spec(spec_path)
-    jobs, schedules = build_jobs_and_schedules(spec)
+    jobs = build_jobs(spec)
     return dg.Definitions(
-        assets=[
-            *build_ingestion_assets(spec),
-            *build_feature_assets(spec),
-            *build_training_assets(spec),
-            *build_serving_assets(spec),
-            *build_monitoring_assets(spec),
-        ],
+        assets=build_dataset_assets(spec),
         jobs=jobs,
-        schedules=schedules,
+        schedules=build_schedules(spec, jobs),
         sensors=build_sensors(spec, jobs),
         resources={**build_resources(), **(resources or {})},
         # Steps share one process: Spark and the heavy imports start once per run, not once per step,

@@ -2,27 +2,21 @@
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
-from assets.ingestion import CLEAN
+from assets.graph import CLEAN
 from kennel.spec import DatasetSpec
 from resources import dbt_project
 from resources.lake import LakeResource
 
+
 class KennelDbtTranslator(DagsterDbtTranslator):
     """The dbt source `kennel_lake.clean` is the Spark `clean_records` asset; models join the features group
-    and are owned by the data set's owner."""
-
-    def __init__(self, owner: str):
-        super().__init__()
-        self.owner = owner
-
-    def get_owners(self, dbt_resource_props: Mapping[str, Any]) -> Sequence[str]:
-        return [self.owner]
+    (owners and tags come from the policy every asset gets, assets/__init__.py)."""
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         if dbt_resource_props["resource_type"] == "source" and dbt_resource_props["name"] == "clean":
@@ -32,26 +26,31 @@ class KennelDbtTranslator(DagsterDbtTranslator):
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         return "features"
 
+
 def dbt_vars(spec: DatasetSpec, lake: LakeResource) -> dict[str, Any]:
     """The spec's columns, handed to the generic dbt models."""
-    return {"kennel": {
-        "clean_glob": lake.clean_glob(spec.name),
-        "id_column": spec.id_column,
-        "timestamp_column": spec.timestamp_column,
-        "label_column": spec.label.column,
-        "feature_columns": spec.feature_names,
-    }}
+    return {
+        "kennel": {
+            "clean_glob": lake.dataset(spec.name).clean_glob(),
+            "id_column": spec.id_column,
+            "timestamp_column": spec.timestamp_column,
+            "label_column": spec.label.column,
+            "feature_columns": spec.feature_names,
+        }
+    }
+
 
 def build_feature_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
     if not dbt_project.manifest_path.exists():
         # A fresh clone has no manifest yet; `dbt parse` makes one (a few seconds, once).
         dbt_project.preparer.prepare(dbt_project)
 
-    @dbt_assets(manifest=dbt_project.manifest_path, dagster_dbt_translator=KennelDbtTranslator(spec.owner), project=dbt_project)
+    @dbt_assets(manifest=dbt_project.manifest_path, dagster_dbt_translator=KennelDbtTranslator(), project=dbt_project)
     def feature_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource):
         # dbt-duckdb writes its warehouse into the lake; the profile reads the path from the environment.
-        os.environ["KENNEL_WAREHOUSE"] = str(lake.warehouse())
-        lake.warehouse().parent.mkdir(parents=True, exist_ok=True)
+        warehouse = lake.local.warehouse()
+        os.environ["KENNEL_WAREHOUSE"] = str(warehouse)
+        warehouse.parent.mkdir(parents=True, exist_ok=True)
         args = ["build", "--vars", json.dumps(dbt_vars(spec, lake))]
         yield from dbt.cli(args, context=context).stream()
 

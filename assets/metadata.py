@@ -6,6 +6,7 @@ from typing import Any
 
 import dagster as dg
 
+
 def md_table(rows: list[dict[str, Any]], digits: int = 4) -> dg.MarkdownMetadataValue:
     """A markdown table from a list of dicts (keys of the first row are the columns)."""
     if not rows:
@@ -20,6 +21,7 @@ def md_table(rows: list[dict[str, Any]], digits: int = 4) -> dg.MarkdownMetadata
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
     return dg.MetadataValue.md("\n".join(lines))
+
 
 def latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey, name: str) -> Any:
     """A metadata value of the latest materialization of `key`: how an asset finds its upstream's output."""

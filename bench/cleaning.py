@@ -25,25 +25,27 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-from kennel.cleaning import clean_partition  # noqa: E402
 from kennel.demo import generate  # noqa: E402
-from kennel.sparkconf import get_spark  # noqa: E402
+from kennel.ingestion.cleaning import clean_partition  # noqa: E402
+from kennel.ingestion.validation import validate_dataframe  # noqa: E402
+from kennel.spark import get_spark  # noqa: E402
 from kennel.spec import DEFAULT_SPEC_PATH, FeatureType, load_spec  # noqa: E402
-from kennel.validation import validate_dataframe  # noqa: E402
 
 
 def fused_statistics(df, spec) -> dict:
     """The numbers the GX suite decides on, in one Spark job."""
     from pyspark.sql import functions as F
 
-    required = [spec.id_column, spec.timestamp_column, spec.label.column] + [f.name for f in spec.features if not f.nullable]
+    required = [spec.id_column, spec.timestamp_column, spec.label.column] + [
+        f.name for f in spec.features if not f.nullable
+    ]
     aggs = [F.count("*").alias("rows"), F.count_distinct(spec.id_column).alias("distinct_ids")]
     aggs += [F.count_if(F.col(c).isNull()).alias(f"null_{c}") for c in required]
     aggs.append(F.count_if(~F.col(spec.label.column).isin(0, 1)).alias("label_out_of_set"))
@@ -82,7 +84,9 @@ def main() -> int:
 
     cleaning, validation, gx_times, fused_times = [], [], [], []
     for _ in range(args.repeats):
-        t_clean, result = timed(lambda: clean_partition(spark, spec, files, day, work / "clean", work / "quarantine", work / "_staging"))
+        t_clean, result = timed(
+            lambda: clean_partition(spark, spec, files, day, work / "clean", work / "quarantine", work / "_staging")
+        )
         assert result.reconciled, result
         clean = spark.read.parquet(str(work / "clean")).cache()
         clean.count()
@@ -93,15 +97,22 @@ def main() -> int:
         validation.append(t_gx)
         gx_times.append(t_gx)
         fused_times.append(t_fused)
-        print(f"clean {t_clean:.1f} s, GX {t_gx:.1f} s, fused agg {t_fused:.2f} s "
-              f"({result.rows_clean:,} clean, {result.rows_quarantined:,} quarantined)", flush=True)
+        print(
+            f"clean {t_clean:.1f} s, GX {t_gx:.1f} s, fused agg {t_fused:.2f} s "
+            f"({result.rows_clean:,} clean, {result.rows_quarantined:,} quarantined)",
+            flush=True,
+        )
     assert all(g.success for g in groups), [g for g in groups if not g.success]
     assert stats["rows"] == stats["distinct_ids"] == result.rows_clean
 
     med = statistics.median
     out["single_partition"] = {
-        "rows_in": result.rows_in, "rows_clean": result.rows_clean, "rows_quarantined": result.rows_quarantined,
-        "clean_s": med(cleaning), "gx_s": med(validation), "fused_agg_s": med(fused_times),
+        "rows_in": result.rows_in,
+        "rows_clean": result.rows_clean,
+        "rows_quarantined": result.rows_quarantined,
+        "clean_s": med(cleaning),
+        "gx_s": med(validation),
+        "fused_agg_s": med(fused_times),
         "clean_plus_validate_rows_per_s": result.rows_in / (med(cleaning) + med(validation)),
         "gx_over_fused": med(gx_times) / med(fused_times),
         "expectations": sum(len(g.outcomes) for g in groups),
@@ -114,14 +125,17 @@ def main() -> int:
     for i in range(args.days):
         d = (start + timedelta(days=i)).isoformat()
         day_files = sorted((work / "days" / d).glob("*.csv"))
-        t_clean, _ = timed(lambda: clean_partition(spark, spec, day_files, d, work / "dc" / d, work / "dq" / d, work / "_staging"))
+        t_clean, _ = timed(
+            lambda: clean_partition(spark, spec, day_files, d, work / "dc" / d, work / "dq" / d, work / "_staging")
+        )
         frame = spark.read.parquet(str(work / "dc" / d)).cache()
         t_gx, _ = timed(lambda: validate_dataframe(frame, spec))
         t_fused, _ = timed(lambda: fused_statistics(frame, spec))
         frame.unpersist()
         per_day.append({"clean_s": t_clean, "gx_s": t_gx, "fused_s": t_fused})
     out["multi_day"] = {
-        "days": args.days, "rows_per_day": small,
+        "days": args.days,
+        "rows_per_day": small,
         "clean_s_per_day": med(p["clean_s"] for p in per_day),
         "gx_s_per_day": med(p["gx_s"] for p in per_day),
         "fused_s_per_day": med(p["fused_s"] for p in per_day),
@@ -131,14 +145,14 @@ def main() -> int:
     print(f"""
 | measure | value |
 |---|---|
-| rows in (1 partition, corrupt scenario) | {s['rows_in']:,} ({s['rows_quarantined']:,} quarantined) |
-| cleaning (clean_partition) | {s['clean_s']:.1f} s |
-| GX suite on Spark ({s['expectations']} expectations) | {s['gx_s']:.1f} s |
-| cleaning + validation throughput | {s['clean_plus_validate_rows_per_s']:,.0f} rows/s |
-| fused df.agg, same statistics | {s['fused_agg_s']:.2f} s |
-| GX / fused | {s['gx_over_fused']:.1f}x |
-| {m['days']} days × {m['rows_per_day']:,} rows: cleaning per day | {m['clean_s_per_day']:.2f} s |
-| … GX per day / fused per day | {m['gx_s_per_day']:.2f} s / {m['fused_s_per_day']:.2f} s |
+| rows in (1 partition, corrupt scenario) | {s["rows_in"]:,} ({s["rows_quarantined"]:,} quarantined) |
+| cleaning (clean_partition) | {s["clean_s"]:.1f} s |
+| GX suite on Spark ({s["expectations"]} expectations) | {s["gx_s"]:.1f} s |
+| cleaning + validation throughput | {s["clean_plus_validate_rows_per_s"]:,.0f} rows/s |
+| fused df.agg, same statistics | {s["fused_agg_s"]:.2f} s |
+| GX / fused | {s["gx_over_fused"]:.1f}x |
+| {m["days"]} days × {m["rows_per_day"]:,} rows: cleaning per day | {m["clean_s_per_day"]:.2f} s |
+| … GX per day / fused per day | {m["gx_s_per_day"]:.2f} s / {m["fused_s_per_day"]:.2f} s |
 """)
     target = ROOT / ".kennel" / "bench"
     target.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kennel.drift import build_profile, compare  # noqa: E402
+from kennel.monitoring.drift import build_profile, compare  # noqa: E402
 
 ROWS, NUMERIC, CATEGORICAL = 100_000, 40, 10
 
@@ -74,7 +74,9 @@ from evidently.presets import DataDriftPreset
 ref, cur = pd.read_parquet(sys.argv[1]), pd.read_parquet(sys.argv[2])
 times = []
 for _ in range(int(sys.argv[3])):
-    t = time.perf_counter(); Report([DataDriftPreset()]).run(current_data=cur, reference_data=ref); times.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    Report([DataDriftPreset()]).run(current_data=cur, reference_data=ref)
+    times.append(time.perf_counter() - t)
 print(min(times))
 """
 
@@ -115,8 +117,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             ref.to_parquet(f"{tmp}/ref.parquet")
             cur.to_parquet(f"{tmp}/cur.parquet")
-            out = subprocess.run([str(evidently), "-c", EVIDENTLY_SCRIPT, f"{tmp}/ref.parquet", f"{tmp}/cur.parquet",
-                                  str(args.repeat)], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [str(evidently), "-c", EVIDENTLY_SCRIPT, f"{tmp}/ref.parquet", f"{tmp}/cur.parquet", str(args.repeat)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             evidently_s = float(out.stdout.strip().splitlines()[-1])
         result["evidently_data_drift_preset_s"] = round(evidently_s, 3)
         result["evidently / kennel"] = round(evidently_s / kennel_s, 1)

@@ -4,8 +4,8 @@ booster vs in-process `inplace_predict`, side by side in one run.
     apt-get install wrk          # the load generator (C, one thread; far lighter than the servers)
     .venv/bin/python bench/serving.py [--duration 10] [--write]
 
-What it does: trains the demo spec's model the way the `model` asset does (kennel.training with the
-default hyperparameters, on generated credit_demo days), stores it and builds a Bento in a temporary
+What it does: trains the demo spec's model the way the `model` asset does (kennel.training.trainer
+with the default hyperparameters, on generated credit_demo days), stores it and builds a Bento in a temporary
 BENTOML_HOME, starts `bentoml serve` (one worker, prediction log on, into a temporary lake) and
 bench/serving_minimal_app.py under uvicorn (one process; uvloop + httptools for both), then drives
 both with wrk, one scenario after the other, each after a warm-up run:
@@ -16,10 +16,10 @@ both with wrk, one scenario after the other, each after a warm-up run:
   list per field) and POST /predict_arrow (an Arrow IPC stream), 4 distinct bodies in rotation, at
   1 and 4 connections; rows/s = requests/s x 1,000.
 
-In-process figures use the same booster (nthread=1) on the same 1,000 rows: inplace_predict on the
-training path's frame (to_model_frame), on the serving encoder's float32 matrix, and predict_frame
-from Python dicts (frame building included). Time to ready: process start to the first 200 from
-GET /readyz, polled every 20 ms.
+In-process figures use the same model (kennel.model.Model.load: nthread=1) on the same 1,000 rows:
+the booster's inplace_predict on the training path's frame (to_model_frame), Model.score_matrix on
+the serving encoder's float32 matrix, and Model.score from Python dicts (frame building included).
+Time to ready: process start to the first 200 from GET /readyz, polled every 20 ms.
 
 --write replaces the "Serving" section of BENCHMARKS.md with the table of this run; results are
 also printed and saved as JSON under .kennel/bench/serving-<time>.json.
@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,15 +64,16 @@ GOALS = {
 
 
 def train_demo_model(folder: Path, days: int, rows_per_day: int) -> tuple[Any, Any]:
-    """Generated credit_demo days → kennel.training.train_model (default hyperparameters, CPU)."""
+    """Generated credit_demo days → kennel.training.trainer.train_model (default hyperparameters, CPU),
+    saved as a model folder the way the `model` asset saves it."""
     import numpy as np
     import pandas as pd
 
     from kennel.demo import generate_frame
-    from kennel.features import SPEC_FILE, ModelCard
-    from kennel.hyperparameters import TrainConfig
+    from kennel.model import Model, ModelCard
     from kennel.spec import load_spec
-    from kennel.training import train_model
+    from kennel.training.config import TrainConfig
+    from kennel.training.trainer import train_model
 
     spec = load_spec(ROOT / "datasets" / "credit_demo.yaml")
     rng = np.random.default_rng(11)
@@ -81,12 +82,9 @@ def train_demo_model(folder: Path, days: int, rows_per_day: int) -> tuple[Any, A
     data["label"] = (data[spec.label.column].astype(str) == str(spec.label.positive)).astype(int)
     cut = int(len(data) * 0.8)
     card = ModelCard.for_spec(spec, model_version="bench")
-    booster, result = train_model(card, data.iloc[:cut], data.iloc[cut:], TrainConfig(device="cpu"))
+    trained, result = train_model(card, data.iloc[:cut], data.iloc[cut:], TrainConfig(device="cpu"))
     card = card.model_copy(update={"threshold": result.threshold})
-    folder.mkdir(parents=True)
-    booster.save_model(str(folder / "model.ubj"))
-    card.save(folder)
-    (folder / SPEC_FILE).write_text(spec.resolved_yaml())
+    Model(trained.booster, card).save(folder, spec.resolved_yaml())
     return spec, result
 
 
@@ -142,19 +140,18 @@ def _rate(fn: Any, rows: int, min_seconds: float = 2.0) -> float:
 
 
 def in_process(model_dir: Path, records: list[dict[str, Any]]) -> dict[str, float]:
-    from kennel.features import ModelCard, to_model_frame
-    from kennel.serving import FeatureEncoder, input_field_names, load_booster, predict_frame, record_columns
+    from kennel.model import SPEC_FILE, Model, record_columns, to_model_frame
+    from kennel.serving.api import input_field_names
     from kennel.spec import load_spec
 
-    card = ModelCard.load(model_dir)
-    spec = load_spec(model_dir / "spec.yaml")
-    booster = load_booster(model_dir)
-    frame = to_model_frame(records, card)
-    matrix = FeatureEncoder(card).encode(record_columns(records, input_field_names(spec, card)), len(records))
+    model = Model.load(model_dir)  # as the service loads it: one prediction thread
+    spec = load_spec(model_dir / SPEC_FILE)
+    frame = to_model_frame(records, model.card)
+    matrix = model.encoder.encode(record_columns(records, input_field_names(spec, model.card)), len(records))
     return {
-        "inplace_predict_frame": _rate(lambda: booster.inplace_predict(frame), len(records)),
-        "inplace_predict_matrix": _rate(lambda: booster.inplace_predict(matrix), len(records)),
-        "predict_frame_from_dicts": _rate(lambda: predict_frame(booster, card, records), len(records)),
+        "inplace_predict_frame": _rate(lambda: model.booster.inplace_predict(frame), len(records)),
+        "inplace_predict_matrix": _rate(lambda: model.score_matrix(matrix), len(records)),
+        "score_from_dicts": _rate(lambda: model.score(records), len(records)),
     }
 
 
@@ -204,8 +201,9 @@ def start_server(name: str, command: list[str], env: dict[str, str], log_path: P
     base_url = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     while time.perf_counter() - started < READY_TIMEOUT_S:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited with {proc.returncode}; see {log_path}")
@@ -245,8 +243,7 @@ end
 """
 
 
-def lua_script(path: str, bodies: list[bytes], folder: Path, name: str,
-               media_type: str = "application/json") -> Path:
+def lua_script(path: str, bodies: list[bytes], folder: Path, name: str, media_type: str = "application/json") -> Path:
     """A wrk script that posts `bodies` in rotation (each read from its own file, so any bytes work)."""
     paths = []
     for i, body in enumerate(bodies):
@@ -261,7 +258,9 @@ def lua_script(path: str, bodies: list[bytes], folder: Path, name: str,
 def wrk(url: str, script: Path, connections: int, seconds: float) -> dict[str, Any]:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "30s", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     match = re.search(r"^WRK (\{.*\})$", out, re.M)
     if not match:
@@ -304,12 +303,19 @@ def report(results: dict[str, Any]) -> str:
     for c in (1, 8):
         bento, minimal = runs[f"bento/single/c{c}"], runs[f"minimal/single/c{c}"]
         ratio = bento["rps"] / minimal["rps"]
-        lines.append(f"| single record, c={c}: req/s | {bento['rps']:,.0f} | {minimal['rps']:,.0f} | "
-                     f"{ratio:.2f}x | >= 0.8x: {'met' if ratio >= 0.8 else 'not met'} |")
-        goal = ("<= 10 ms: " + ("met" if bento["p99_us"] <= 10_000 else "not met")) if c == 1 else \
-            "reported (Little's law)"
-        lines.append(f"| single record, c={c}: p50 / p99 ms | {_ms(bento['p50_us'])} / {_ms(bento['p99_us'])} | "
-                     f"{_ms(minimal['p50_us'])} / {_ms(minimal['p99_us'])} | | {goal} |")
+        lines.append(
+            f"| single record, c={c}: req/s | {bento['rps']:,.0f} | {minimal['rps']:,.0f} | "
+            f"{ratio:.2f}x | >= 0.8x: {'met' if ratio >= 0.8 else 'not met'} |"
+        )
+        goal = (
+            ("<= 10 ms: " + ("met" if bento["p99_us"] <= 10_000 else "not met"))
+            if c == 1
+            else "reported (Little's law)"
+        )
+        lines.append(
+            f"| single record, c={c}: p50 / p99 ms | {_ms(bento['p50_us'])} / {_ms(bento['p99_us'])} | "
+            f"{_ms(minimal['p50_us'])} / {_ms(minimal['p99_us'])} | | {goal} |"
+        )
     for route in BATCH_ROUTES:
         for c in (1, 4):
             bento, minimal = runs[f"bento/{route}/c{c}"], runs[f"minimal/{route}/c{c}"]
@@ -318,22 +324,28 @@ def report(results: dict[str, Any]) -> str:
             lines.append(
                 f"| 1,000-row batches, /{route}, c={c}: rows/s (p50 ms) | {b_rows:,.0f} ({_ms(bento['p50_us'])}) | "
                 f"{m_rows:,.0f} ({_ms(minimal['p50_us'])}) | {b_rows / m_rows:.2f}x | "
-                f"{ratio:.2f}x in-process: {'met' if ratio >= 0.5 else 'not met'} |")
-    lines.append(f"| time to ready, s | {results['ready_s']['bento']:.1f} | {results['ready_s']['minimal']:.1f} | | "
-                 "reported |")
-    lines.append(f"| server CPU per single record, c=8, µs | {cpu['bento/single/c8']:,.0f} | "
-                 f"{cpu['minimal/single/c8']:,.0f} | {cpu['bento/single/c8'] / cpu['minimal/single/c8']:.2f}x | "
-                 "reported (steadier under other load) |")
+                f"{ratio:.2f}x in-process: {'met' if ratio >= 0.5 else 'not met'} |"
+            )
+    lines.append(
+        f"| time to ready, s | {results['ready_s']['bento']:.1f} | {results['ready_s']['minimal']:.1f} | | reported |"
+    )
+    lines.append(
+        f"| server CPU per single record, c=8, µs | {cpu['bento/single/c8']:,.0f} | "
+        f"{cpu['minimal/single/c8']:,.0f} | {cpu['bento/single/c8'] / cpu['minimal/single/c8']:.2f}x | "
+        "reported (steadier under other load) |"
+    )
     for route in BATCH_ROUTES:
         b, m = cpu[f"bento/{route}/c4"], cpu[f"minimal/{route}/c4"]
-        lines.append(f"| server CPU per 1,000-row /{route}, c=4, ms | {b / 1000:.1f} | {m / 1000:.1f} | "
-                     f"{b / m:.2f}x | reported |")
+        lines.append(
+            f"| server CPU per 1,000-row /{route}, c=4, ms | {b / 1000:.1f} | {m / 1000:.1f} | "
+            f"{b / m:.2f}x | reported |"
+        )
     lines += [
         "",
         "In-process on the same 1,000 rows, one thread (rows/s): "
         f"inplace_predict on the training path's frame {ip['inplace_predict_frame']:,.0f}; "
         f"on the serving encoder's float32 matrix {ip['inplace_predict_matrix']:,.0f}; "
-        f"predict_frame from Python dicts (frame building included) {ip['predict_frame_from_dicts']:,.0f}. "
+        f"Model.score from Python dicts (frame building included) {ip['score_from_dicts']:,.0f}. "
         f"Batch ratios above are against the fastest of these ({best_in_process:,.0f} rows/s).",
         "",
         f"Every request answered 2xx (wrk status errors: {sum(r['status_errors'] for r in runs.values())}, "
@@ -361,8 +373,9 @@ def write_section(text: str) -> None:
     current = path.read_text() if path.exists() else "# Benchmarks\n\nMeasured figures; goals stated next to them.\n"
     block = f"{SECTION_BEGIN}\n{text}\n{SECTION_END}"
     if SECTION_BEGIN in current:
-        current = re.sub(re.escape(SECTION_BEGIN) + r".*?" + re.escape(SECTION_END), lambda _: block, current,
-                         flags=re.S)
+        current = re.sub(
+            re.escape(SECTION_BEGIN) + r".*?" + re.escape(SECTION_END), lambda _: block, current, flags=re.S
+        )
     else:
         current = current.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(current)
@@ -387,47 +400,75 @@ def main(argv: list[str] | None = None) -> int:
     flush_s = 5
     servers: list[Server] = []
     try:
-        started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
         print("training the demo model …", flush=True)
         model_dir = work / "model"
         spec, train_result = train_demo_model(model_dir, args.days, args.rows_per_day)
 
-        from kennel.registry import build_bento, save_model
+        from kennel.lake import Lake
+        from kennel.serving.model_store import build_bento, save_model
 
+        lake = Lake(work / "lake")  # the Bento's prediction log goes here (named in its manifest)
         model_tag = save_model(model_dir, name="kennel-credit-demo", labels={}, metadata={})
-        bento_tag = build_bento(model_tag, bento_name="kennel-credit-demo", labels={})
+        bento_tag = build_bento(model_tag, bento_name="kennel-credit-demo", labels={}, lake=lake)
         records = request_records(spec, SINGLE_POOL + BATCH_BODIES * BATCH_ROWS)
         singles, batch_records = records[:SINGLE_POOL], records[SINGLE_POOL:]
-        batches = [batch_records[i * BATCH_ROWS:(i + 1) * BATCH_ROWS] for i in range(BATCH_BODIES)]
+        batches = [batch_records[i * BATCH_ROWS : (i + 1) * BATCH_ROWS] for i in range(BATCH_BODIES)]
 
         print("in-process …", flush=True)
         ip = in_process(model_dir, batches[0])
 
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        env["KENNEL_LAKE_ROOT"] = str(work / "lake")
+        env["KENNEL_LAKE_ROOT"] = str(lake.root)
         env["KENNEL_PREDICTION_LOG_FLUSH_S"] = str(flush_s)
         venv_bin = Path(sys.executable).parent
         print("starting servers …", flush=True)
         bento_port, minimal_port = free_port(), free_port()
-        bento = start_server("bento", [str(venv_bin / "bentoml"), "serve", bento_tag, "--host", "127.0.0.1",
-                                       "--port", str(bento_port)], env, work / "bento.log", bento_port)
+        bento = start_server(
+            "bento",
+            [str(venv_bin / "bentoml"), "serve", bento_tag, "--host", "127.0.0.1", "--port", str(bento_port)],
+            env,
+            work / "bento.log",
+            bento_port,
+        )
         servers.append(bento)
         minimal = start_server(
-            "minimal", [sys.executable, "-m", "uvicorn", "bench.serving_minimal_app:app", "--host", "127.0.0.1",
-                        "--port", str(minimal_port), "--no-access-log", "--log-level", "warning"],
-            {**env, "KENNEL_BENCH_MODEL_DIR": str(model_dir), "PYTHONPATH": str(ROOT)}, work / "minimal.log",
-            minimal_port)
+            "minimal",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.serving_minimal_app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(minimal_port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            {**env, "KENNEL_BENCH_MODEL_DIR": str(model_dir), "PYTHONPATH": str(ROOT)},
+            work / "minimal.log",
+            minimal_port,
+        )
         servers.append(minimal)
 
         scripts = {
             "single": lua_script("/predict", [json.dumps(r).encode() for r in singles], work, "single"),
-            "predict_batch": lua_script("/predict_batch", [json.dumps({"records": b}).encode() for b in batches],
-                                        work, "batch"),
-            "predict_columns": lua_script("/predict_columns", [json.dumps(as_columns(b)).encode() for b in batches],
-                                          work, "columns"),
-            "predict_arrow": lua_script("/predict_arrow", [arrow_stream(b) for b in batches], work, "arrow",
-                                        media_type="application/vnd.apache.arrow.stream"),
+            "predict_batch": lua_script(
+                "/predict_batch", [json.dumps({"records": b}).encode() for b in batches], work, "batch"
+            ),
+            "predict_columns": lua_script(
+                "/predict_columns", [json.dumps(as_columns(b)).encode() for b in batches], work, "columns"
+            ),
+            "predict_arrow": lua_script(
+                "/predict_arrow",
+                [arrow_stream(b) for b in batches],
+                work,
+                "arrow",
+                media_type="application/vnd.apache.arrow.stream",
+            ),
         }
         plan = [("single", 1), ("single", 8)] + [(route, c) for route in BATCH_ROUTES for c in (1, 4)]
         runs: dict[str, Any] = {}
@@ -439,17 +480,20 @@ def main(argv: list[str] | None = None) -> int:
                 result = wrk(url, scripts[scenario], connections, args.duration)
                 result["server_cpu_us_per_request"] = (server.cpu_seconds() - cpu_before) / result["requests"] * 1e6
                 runs[f"{server.name}/{scenario}/c{connections}"] = result
-                print(f"{server.name:8s} {scenario:16s} c={connections}: {result['rps']:9.1f} req/s  "
-                      f"p50 {_ms(result['p50_us'])} ms  p99 {_ms(result['p99_us'])} ms  "
-                      f"errors {result['status_errors']}/{result['socket_errors']}", flush=True)
+                print(
+                    f"{server.name:8s} {scenario:16s} c={connections}: {result['rps']:9.1f} req/s  "
+                    f"p50 {_ms(result['p50_us'])} ms  p99 {_ms(result['p99_us'])} ms  "
+                    f"errors {result['status_errors']}/{result['socket_errors']}",
+                    flush=True,
+                )
         load_after = " ".join(f"{x:.1f}" for x in os.getloadavg())
         for server in servers:
             server.stop()
         servers.clear()
 
-        from kennel.prediction_log import read_predictions
+        from kennel.serving.prediction_log import read_predictions
 
-        logged = len(read_predictions(work / "lake", spec.name, with_feedback=False))
+        logged = len(read_predictions(lake.dataset(spec.name), with_feedback=False))
         import bentoml
         import starlette
         import uvicorn
@@ -458,15 +502,28 @@ def main(argv: list[str] | None = None) -> int:
         results = {
             "started": started,
             "environment": {
-                "cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-                "bentoml": bentoml.__version__, "xgboost": xgboost.__version__, "uvicorn": uvicorn.__version__,
-                "starlette": starlette.__version__, "wrk": _wrk_version(),
-                "load_before": load_before, "load_after": load_after,
+                "cpu": _cpu_model(),
+                "cores": os.cpu_count(),
+                "python": platform.python_version(),
+                "bentoml": bentoml.__version__,
+                "xgboost": xgboost.__version__,
+                "uvicorn": uvicorn.__version__,
+                "starlette": starlette.__version__,
+                "wrk": _wrk_version(),
+                "load_before": load_before,
+                "load_after": load_after,
             },
-            "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "flush_s": flush_s,
-                         "batch_rows": BATCH_ROWS},
-            "model": {"trees": train_result.num_boosted_rounds, "features": len(spec.model_features),
-                      "train_rows": int(args.days * args.rows_per_day * 0.8)},
+            "settings": {
+                "duration_s": args.duration,
+                "warmup_s": args.warmup,
+                "flush_s": flush_s,
+                "batch_rows": BATCH_ROWS,
+            },
+            "model": {
+                "trees": train_result.num_boosted_rounds,
+                "features": len(spec.model_features),
+                "train_rows": int(args.days * args.rows_per_day * 0.8),
+            },
             "in_process": ip,
             "ready_s": {"bento": bento.ready_s, "minimal": minimal.ready_s},
             "runs": runs,
@@ -474,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         text = report(results)
         print("\n" + text)
-        out = ROOT / ".kennel" / "bench" / f"serving-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}.json"
+        out = ROOT / ".kennel" / "bench" / f"serving-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2))
         if args.write:

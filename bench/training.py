@@ -11,11 +11,12 @@ training_set asset writes them (validation and test are a quarter of --rows each
    timed around the whole call: run start, Parquet reads, model frame, QuantileDMatrix, training with
    early stopping, best-iteration slice, threshold, files, metadata, run end. The bare script is what
    one writes by hand: read Parquet, pandas categoricals from the spec, QuantileDMatrix, xgboost.train
-   with the same params and early stopping, save_model. Heavy imports are done before either timer
-   starts. The two alternate; medians of --repeats are compared, in wall time and in CPU time of this
-   process (all threads; steadier than wall time on a shared machine).
+   with the same params (kennel.training.trainer.model_params) and early stopping, save_model. Heavy
+   imports are done before either timer starts. The two alternate; medians of --repeats are compared,
+   in wall time and in CPU time of this process (all threads; steadier than wall time on a shared
+   machine).
 2. xgboost.spark vs native (goal ≤ 2x). A standalone master + 2 workers (1 core, 2 GB each) on
-   127.0.0.1; `python -m kennel.distributed` trains with num_workers=2 in its own driver process.
+   127.0.0.1; `python -m kennel.training.distributed` trains with num_workers=2 in its own driver process.
    Compared: the fit time (SparkXGBClassifier.fit, reading Parquet and shuffling into 2 partitions
    included) with the native train_seconds (model frame excluded, QuantileDMatrix and training
    included), and the driver's whole wall time (JVM and session start included). Both early-stop on
@@ -47,8 +48,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from kennel.demo import generate_frame  # noqa: E402
-from kennel.hyperparameters import TrainConfig  # noqa: E402
+from kennel.lake import Lake  # noqa: E402
 from kennel.spec import DEFAULT_SPEC_PATH, FeatureType, load_spec  # noqa: E402
+from kennel.training.config import TrainConfig  # noqa: E402
 
 
 def write_training_set(spec, folder: Path, rows: int) -> None:
@@ -67,7 +69,7 @@ def bare_script(spec, folder: Path, out: Path, config: TrainConfig) -> tuple[flo
     """The hand-written baseline; returns its (wall, CPU) seconds."""
     import xgboost as xgb
 
-    from kennel.training import booster_params
+    from kennel.training.trainer import model_params
 
     started, cpu = time.perf_counter(), time.process_time()
 
@@ -83,11 +85,17 @@ def bare_script(spec, folder: Path, out: Path, config: TrainConfig) -> tuple[flo
     train, valid = pd.read_parquet(folder / "train.parquet"), pd.read_parquet(folder / "validation.parquet")
     y = train["label"].to_numpy(dtype=np.float32)
     dtrain = xgb.QuantileDMatrix(matrix(train), label=y, enable_categorical=True)
-    dvalid = xgb.QuantileDMatrix(matrix(valid), label=valid["label"].to_numpy(dtype=np.float32),
-                                 enable_categorical=True, ref=dtrain)
-    booster = xgb.train(booster_params(config, "cpu", float(y.sum()), len(y)), dtrain,
-                        num_boost_round=config.n_estimators, evals=[(dvalid, "validation")],
-                        early_stopping_rounds=config.early_stopping_rounds, verbose_eval=False)
+    dvalid = xgb.QuantileDMatrix(
+        matrix(valid), label=valid["label"].to_numpy(dtype=np.float32), enable_categorical=True, ref=dtrain
+    )
+    booster = xgb.train(
+        model_params(config, "cpu", float(y.sum()), len(y)),
+        dtrain,
+        num_boost_round=config.n_estimators,
+        evals=[(dvalid, "validation")],
+        early_stopping_rounds=config.early_stopping_rounds,
+        verbose_eval=False,
+    )
     booster.save_model(str(out / "bare.ubj"))
     return time.perf_counter() - started, time.process_time() - cpu
 
@@ -98,21 +106,30 @@ def asset_run(spec, lake_root: Path, config: TrainConfig) -> tuple[float, float,
     import dagster as dg
     from dagster_pyspark import LazyPySparkResource
 
-    from assets.training import MODEL, TRAINING_SET, build_training_assets
-    from kennel.sparkconf import spark_conf
+    from assets.graph import MODEL, TRAINING_SET
+    from assets.training import build_training_assets
+    from kennel.spark import spark_conf
     from resources.lake import LakeResource
 
     model_asset = next(a for a in build_training_assets(spec) if MODEL in a.keys)
     with dg.instance_for_test() as instance:
-        instance.report_runless_asset_event(dg.AssetMaterialization(
-            asset_key=TRAINING_SET, metadata={"data_partitions": dg.MetadataValue.json(["2026-01-01"])}))
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                asset_key=TRAINING_SET, metadata={"data_partitions": dg.MetadataValue.json(["2026-01-01"])}
+            )
+        )
         started, cpu = time.perf_counter(), time.process_time()
         result = dg.materialize(
-            [model_asset], instance=instance,
-            resources={"lake": LakeResource(root=str(lake_root)),
-                       "pyspark": LazyPySparkResource(spark_config=spark_conf("local[2]"))},
-            run_config={"ops": {"model": {"config": config.model_dump()}},
-                        "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            [model_asset],
+            instance=instance,
+            resources={
+                "lake": LakeResource(root=str(lake_root)),
+                "pyspark": LazyPySparkResource(spark_config=spark_conf("local[2]")),
+            },
+            run_config={
+                "ops": {"model": {"config": config.model_dump()}},
+                "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+            },
         )
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
         assert result.success
@@ -122,31 +139,55 @@ def asset_run(spec, lake_root: Path, config: TrainConfig) -> tuple[float, float,
 
 
 def native_train(spec, folder: Path, config: TrainConfig) -> dict:
-    from kennel.features import ModelCard
-    from kennel.training import train_model
+    from kennel.model import ModelCard
+    from kennel.training.trainer import train_model
 
     train, valid = pd.read_parquet(folder / "train.parquet"), pd.read_parquet(folder / "validation.parquet")
     _, result = train_model(ModelCard.for_spec(spec), train, valid, config)
-    return {"train_seconds": result.train_seconds, "best_iteration": result.best_iteration,
-            "validation_auc": result.validation_auc}
+    return {
+        "train_seconds": result.train_seconds,
+        "best_iteration": result.best_iteration,
+        "validation_auc": result.validation_auc,
+    }
 
 
 def cluster_train(spec_path: Path, folder: Path, work: Path, config: TrainConfig) -> dict:
-    from kennel.distributed import local_standalone_cluster
+    from kennel.spark import local_standalone_cluster
 
     with local_standalone_cluster(work / "cluster", workers=2, cores=1, memory="2g") as master:
         started = time.perf_counter()
         run = subprocess.run(
-            [sys.executable, "-m", "kennel.distributed", "--master", master, "--training-dir", str(folder),
-             "--out", str(work / "cluster-model"), "--spec", str(spec_path), "--config", config.model_dump_json()],
-            capture_output=True, text=True, cwd=ROOT, timeout=3600)
+            [
+                sys.executable,
+                "-m",
+                "kennel.training.distributed",
+                "--master",
+                master,
+                "--training-dir",
+                str(folder),
+                "--out",
+                str(work / "cluster-model"),
+                "--spec",
+                str(spec_path),
+                "--config",
+                config.model_dump_json(),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=3600,
+        )
         wall = time.perf_counter() - started
     if run.returncode:
         causes = [line for line in run.stderr.splitlines() if "Error" in line or "Exception" in line]
         raise RuntimeError("\n".join(causes[:20]) or run.stderr[-3000:])
     result = json.loads((work / "cluster-model" / "train_result.json").read_text())
-    return {"fit_seconds": result["train_seconds"], "driver_wall_seconds": round(wall, 2),
-            "best_iteration": result["best_iteration"], "validation_auc": result["validation_auc"]}
+    return {
+        "fit_seconds": result["train_seconds"],
+        "driver_wall_seconds": round(wall, 2),
+        "best_iteration": result["best_iteration"],
+        "validation_auc": result["validation_auc"],
+    }
 
 
 def main() -> None:
@@ -162,16 +203,24 @@ def main() -> None:
 
     spec = load_spec(DEFAULT_SPEC_PATH)
     config = TrainConfig(device="cpu")
-    results: dict = {"rows": args.rows, "config": config.model_dump(), "host": platform.node(),
-                     "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()}
+    results: dict = {
+        "rows": args.rows,
+        "config": config.model_dump(),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
+    }
     with tempfile.TemporaryDirectory(prefix="kennel-bench-") as tmp:
         work = Path(tmp)
         lake = work / "lake"
-        folder = lake / "training" / spec.name
+        folder = Lake(lake).dataset(spec.name).training_dir()
         started = time.perf_counter()
         write_training_set(spec, folder, args.rows)
-        print(f"data: {args.rows:,} train rows (+{args.rows // 4:,} validation, test) in "
-              f"{time.perf_counter() - started:.0f}s", flush=True)
+        print(
+            f"data: {args.rows:,} train rows (+{args.rows // 4:,} validation, test) in "
+            f"{time.perf_counter() - started:.0f}s",
+            flush=True,
+        )
 
         asset_times, bare_times, asset_cpu, bare_cpu, meta = [], [], [], [], {}
         for i in range(args.repeats):
@@ -181,15 +230,22 @@ def main() -> None:
             seconds, cpu = bare_script(spec, folder, work, config)
             bare_times.append(seconds)
             bare_cpu.append(cpu)
-            print(f"  repeat {i + 1}: asset {asset_times[-1]:.2f}s ({asset_cpu[-1]:.2f}s CPU), "
-                  f"bare {bare_times[-1]:.2f}s ({bare_cpu[-1]:.2f}s CPU)", flush=True)
+            print(
+                f"  repeat {i + 1}: asset {asset_times[-1]:.2f}s ({asset_cpu[-1]:.2f}s CPU), "
+                f"bare {bare_times[-1]:.2f}s ({bare_cpu[-1]:.2f}s CPU)",
+                flush=True,
+            )
         results["asset_vs_bare"] = {
-            "asset_seconds": asset_times, "bare_seconds": bare_times,
-            "asset_cpu_seconds": asset_cpu, "bare_cpu_seconds": bare_cpu,
-            "asset_median": statistics.median(asset_times), "bare_median": statistics.median(bare_times),
+            "asset_seconds": asset_times,
+            "bare_seconds": bare_times,
+            "asset_cpu_seconds": asset_cpu,
+            "bare_cpu_seconds": bare_cpu,
+            "asset_median": statistics.median(asset_times),
+            "bare_median": statistics.median(bare_times),
             "ratio": statistics.median(asset_times) / statistics.median(bare_times),
             "cpu_ratio": statistics.median(asset_cpu) / statistics.median(bare_cpu),
-            "best_iteration": meta.get("best_iteration"), "asset_train_seconds": meta.get("train_seconds"),
+            "best_iteration": meta.get("best_iteration"),
+            "asset_train_seconds": meta.get("train_seconds"),
         }
         if not args.skip_cluster:
             native = native_train(spec, folder, config)
@@ -197,9 +253,12 @@ def main() -> None:
             cluster = cluster_train(DEFAULT_SPEC_PATH, folder, work, config)
             print(f"  cluster: {cluster}", flush=True)
             results["spark_vs_native"] = {
-                "native": native, "cluster": cluster,
+                "native": native,
+                "cluster": cluster,
                 "fit_ratio": cluster["fit_seconds"] / native["train_seconds"],
-                "per_round_ratio": (cluster["fit_seconds"] / (cluster["best_iteration"] + 1 + config.early_stopping_rounds))
+                "per_round_ratio": (
+                    cluster["fit_seconds"] / (cluster["best_iteration"] + 1 + config.early_stopping_rounds)
+                )
                 / (native["train_seconds"] / (native["best_iteration"] + 1 + config.early_stopping_rounds)),
             }
     results["load_average_at_end"] = os.getloadavg()
@@ -209,15 +268,21 @@ def main() -> None:
     print(f"| model asset (dg.materialize, median of {args.repeats}) | {a['asset_median']:.2f} s |")
     print(f"| bare xgboost.train script (median of {args.repeats}) | {a['bare_median']:.2f} s |")
     print(f"| ratio asset / bare, wall (goal ≤ 1.1) | {a['ratio']:.2f} |")
-    print(f"| CPU seconds asset / bare (medians) | {statistics.median(a['asset_cpu_seconds']):.2f} / "
-          f"{statistics.median(a['bare_cpu_seconds']):.2f} = {a['cpu_ratio']:.2f} |")
+    print(
+        f"| CPU seconds asset / bare (medians) | {statistics.median(a['asset_cpu_seconds']):.2f} / "
+        f"{statistics.median(a['bare_cpu_seconds']):.2f} = {a['cpu_ratio']:.2f} |"
+    )
     if "spark_vs_native" in results:
         s = results["spark_vs_native"]
-        print(f"| native train_seconds (best iteration {s['native']['best_iteration']}) | {s['native']['train_seconds']:.2f} s |")
-        print(f"| xgboost.spark fit, 2 workers (best iteration {s['cluster']['best_iteration']}) | {s['cluster']['fit_seconds']:.2f} s |")
+        native, cluster = s["native"], s["cluster"]
+        print(f"| native train_seconds (best iteration {native['best_iteration']}) | {native['train_seconds']:.2f} s |")
+        print(
+            f"| xgboost.spark fit, 2 workers (best iteration {cluster['best_iteration']}) "
+            f"| {cluster['fit_seconds']:.2f} s |"
+        )
         print(f"| xgboost.spark driver wall (JVM + session + fit) | {s['cluster']['driver_wall_seconds']:.2f} s |")
         print(f"| ratio spark fit / native (goal ≤ 2) | {s['fit_ratio']:.2f} (per round {s['per_round_ratio']:.2f}) |")
-        print(f"| validation AUC native / spark | {s['native']['validation_auc']:.4f} / {s['cluster']['validation_auc']:.4f} |")
+        print(f"| validation AUC native / spark | {native['validation_auc']:.4f} / {cluster['validation_auc']:.4f} |")
     print(f"\nload average start {results['load_average_at_start']}, end {results['load_average_at_end']}")
     out = ROOT / ".kennel" / "bench"
     out.mkdir(parents=True, exist_ok=True)

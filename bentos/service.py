@@ -1,12 +1,13 @@
 """Kennel's BentoML service: one XGBoost classifier behind /predict, /predict_batch, /predict_columns,
 plus /feedback for the outcomes that arrive later.
 
-Serve a Bento built by `kennel.registry.build_bento`:
+Serve a Bento built by `kennel.serving.model_store.build_bento`:
 
-    BENTOML_DO_NOT_TRACK=True KENNEL_LAKE_ROOT=/path/to/lake bentoml serve <bento_name>:<version> --port 3000
+    BENTOML_DO_NOT_TRACK=True bentoml serve <bento_name>:<version> --port 3000
 
-The Bento serves the model whose tag is in kennel_model.json next to this file, written at build
-time. From a source checkout (no such file) name the model instead, from the repository root:
+The Bento serves the model named in kennel_model.json next to this file, written at build time with
+the lake of the project that built it. From a source checkout (no such file) name the model instead,
+from the repository root:
 
     KENNEL_MODEL_TAG=<model_name>:<version> bentoml serve bentos.service:KennelService
 
@@ -14,8 +15,8 @@ Settings (environment, read at start-up; a bad value stops the start with a mess
   KENNEL_SERVE_WORKERS            worker processes (default 1; `--api-workers` is ignored by
                                   new-style BentoML services). Each scores with one XGBoost thread.
   KENNEL_MAX_REQUEST_BYTES        largest request body, checked before parsing (default 32 MiB) → 413
-  KENNEL_LAKE_ROOT                lake folder for the prediction log and feedback
-                                  (default ~/.kennel/lake: a Bento does not know the project folder)
+  KENNEL_LAKE_ROOT                lake folder for the prediction log and feedback (default: the
+                                  lake the Bento was built from; from a checkout, the project's)
   KENNEL_PREDICTION_LOG_FLUSH_S   seconds between prediction-log writes (default 60)
   KENNEL_REQUEST_TIMEOUT_S        answer 504 after this many seconds (default 10)
   KENNEL_TRACE_REQUESTS           1 = let OpenTelemetry trace the API routes (off by default: even
@@ -29,10 +30,8 @@ OpenAPI 3.1 document that states them exactly (nullable fields, ranges, categori
 
 import gc
 import inspect
-import json
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +42,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from kennel.features import SPEC_FILE, ModelCard
-from kennel.prediction_log import PredictionLog, write_feedback
-from kennel.registry import MODEL_TAG_FILE
-from kennel.serving import (
+from kennel.lake import LAKE_ROOT_ENV, Lake, configured_root
+from kennel.model import SPEC_FILE, Model, ModelCard, import_for_serving, record_columns
+from kennel.serving.api import (
     ARROW_MEDIA_TYPE,
     DEFAULT_MAX_REQUEST_BYTES,
     MAX_BATCH_RECORDS,
@@ -54,7 +52,6 @@ from kennel.serving import (
     ApiDoc,
     ArrowReader,
     ColumnarPredictions,
-    FeatureEncoder,
     FeedbackReceipt,
     InputError,
     Prediction,
@@ -67,13 +64,12 @@ from kennel.serving import (
     feedback_model,
     input_field_names,
     labels_at,
-    load_booster,
     new_request_ids,
     openapi_document,
-    predict_matrix,
-    record_columns,
     record_model,
 )
+from kennel.serving.model_store import BENTO_MANIFEST, BentoManifest
+from kennel.serving.prediction_log import PredictionLog, write_feedback
 from kennel.spec import load_spec
 
 logger = logging.getLogger("kennel.service")
@@ -91,43 +87,25 @@ BATCH_MAX_ROWS = 10_000
 BATCH_MAX_LATENCY_MS = REQUEST_TIMEOUT_S * 1000 // 2
 
 
-def _model_tag() -> str:
-    tag_file = Path(__file__).with_name(MODEL_TAG_FILE)
-    if tag_file.is_file():  # a built Bento: its own model, whatever the environment says
-        return json.loads(tag_file.read_text())["model_tag"]
+def _manifest() -> BentoManifest:
+    manifest = Path(__file__).with_name(BENTO_MANIFEST)
+    if manifest.is_file():  # a built Bento: its own model, whatever the environment says
+        return BentoManifest.model_validate_json(manifest.read_text())
     tag = os.environ.get("KENNEL_MODEL_TAG")
     if not tag:
-        raise RuntimeError(f"no {tag_file} and KENNEL_MODEL_TAG is unset: which model should be served?")
-    return tag
+        raise RuntimeError(f"no {manifest} and KENNEL_MODEL_TAG is unset: which model should be served?")
+    return BentoManifest(model_tag=tag, lake_root=str(configured_root()))
 
 
-def _lake_root() -> Path:
-    root = os.environ.get("KENNEL_LAKE_ROOT") or str(Path.home() / ".kennel" / "lake")
+def _lake() -> Lake:
+    root = os.environ.get(LAKE_ROOT_ENV) or MANIFEST.lake_root
     if "://" in root:
-        raise RuntimeError(f"KENNEL_LAKE_ROOT={root}: the prediction log needs a local folder (or a mounted volume)")
-    return Path(root).expanduser().resolve()
+        raise RuntimeError(f"{LAKE_ROOT_ENV}={root}: the prediction log needs a local folder (or a mounted volume)")
+    return Lake(root)
 
 
-def _import_xgboost_without_sklearn() -> None:
-    """Import xgboost as if scikit-learn were absent (as it is in a built Bento's environment).
-
-    xgboost imports scikit-learn, when installed, for its sklearn-style wrappers, which serving
-    never uses: most of `import xgboost` (measured here 1.6-1.9 s without it, 9 s with it on a busy
-    machine). A None entry in sys.modules makes that import fail cleanly; it is removed right
-    after, so other code can still import scikit-learn, but xgboost's sklearn-style classes stay
-    unusable in this process. Called from the service's __init__, which runs in serving workers only
-    (never in `bentoml build`, which imports this module in the build process).
-    """
-    if "xgboost" in sys.modules or "sklearn" in sys.modules:
-        return
-    sys.modules["sklearn"] = None  # type: ignore[assignment]
-    try:
-        import xgboost  # noqa: F401
-    finally:
-        del sys.modules["sklearn"]
-
-
-MODEL = bentoml.models.BentoModel(_model_tag())
+MANIFEST = _manifest()
+MODEL = bentoml.models.BentoModel(MANIFEST.model_tag)
 MODEL_DIR = Path(MODEL.resolve().path)
 CARD = ModelCard.load(MODEL_DIR)
 SPEC = load_spec(MODEL_DIR / SPEC_FILE)
@@ -143,16 +121,36 @@ EXAMPLE = example_record(SPEC)
 ARROW_ROUTE = "/predict_arrow"
 APIS = [
     ApiDoc("/predict", "Score one record", Record, Prediction, EXAMPLE),
-    ApiDoc("/predict_batch", f"Score 1 to {MAX_BATCH_RECORDS:,} records (adaptive batching across requests)",
-           BatchRequest, list[Prediction], {"records": [EXAMPLE]}, extra_statuses=(503,)),
-    ApiDoc("/predict_columns", "Score a large batch sent as columns (one list per field, all the same length)",
-           Columns, ColumnarPredictions, {name: [value] for name, value in EXAMPLE.items()}),
-    ApiDoc(ARROW_ROUTE, f"Score a large batch sent as an Arrow IPC stream: columns named and checked like "
-                        f"the fields of {Record.__name__}, 1 to {MAX_COLUMN_ROWS:,} rows",
-           {"type": "string", "contentMediaType": ARROW_MEDIA_TYPE}, ColumnarPredictions,
-           media_type=ARROW_MEDIA_TYPE),
-    ApiDoc("/feedback", "Record observed outcomes for earlier answers, by request_id", Feedback, FeedbackReceipt,
-           {"labels": [{"request_id": "0123456789abcdef0123456789abcdef", "label": SPEC.label.positive}]}),
+    ApiDoc(
+        "/predict_batch",
+        f"Score 1 to {MAX_BATCH_RECORDS:,} records (adaptive batching across requests)",
+        BatchRequest,
+        list[Prediction],
+        {"records": [EXAMPLE]},
+        extra_statuses=(503,),
+    ),
+    ApiDoc(
+        "/predict_columns",
+        "Score a large batch sent as columns (one list per field, all the same length)",
+        Columns,
+        ColumnarPredictions,
+        {name: [value] for name, value in EXAMPLE.items()},
+    ),
+    ApiDoc(
+        ARROW_ROUTE,
+        f"Score a large batch sent as an Arrow IPC stream: columns named and checked like "
+        f"the fields of {Record.__name__}, 1 to {MAX_COLUMN_ROWS:,} rows",
+        {"type": "string", "contentMediaType": ARROW_MEDIA_TYPE},
+        ColumnarPredictions,
+        media_type=ARROW_MEDIA_TYPE,
+    ),
+    ApiDoc(
+        "/feedback",
+        "Record observed outcomes for earlier answers, by request_id",
+        Feedback,
+        FeedbackReceipt,
+        {"labels": [{"request_id": "0123456789abcdef0123456789abcdef", "label": SPEC.label.positive}]},
+    ),
 ]
 ROUTES = {api.route: api.media_type for api in APIS}
 
@@ -168,24 +166,27 @@ ROUTES = {api.route: api.media_type for api in APIS}
     logging={"access": {"enabled": os.environ.get("KENNEL_ACCESS_LOG") == "1"}},
 )
 class KennelService:
-    """Scores records with one XGBoost model; logs every answer to the lake for monitoring."""
+    """Scores records with one model (kennel.model); logs every answer to the lake for monitoring."""
 
     model = MODEL  # declared as a class attribute so the Bento build records the model
 
     def __init__(self) -> None:
         self._ready = False
-        _import_xgboost_without_sklearn()
-        self.booster = load_booster(MODEL_DIR)
-        self.encoder = FeatureEncoder(CARD)
+        # Runs in serving workers only (never in `bentoml build`, which imports this module).
+        import_for_serving()
+        self.scorer = Model.load(MODEL_DIR)
         self.model_version = str(MODEL.tag)
-        self.lake_root = _lake_root()
+        self.lake = _lake()
         self.log = PredictionLog(
-            self.lake_root, SPEC, model_tag=self.model_version, threshold=CARD.threshold,
+            self.lake.dataset(SPEC.name),
+            SPEC,
+            model_tag=self.model_version,
+            threshold=CARD.threshold,
             flush_interval_s=env_int("KENNEL_PREDICTION_LOG_FLUSH_S", 60),
         )
         self._warm_up()
         self.log.start()
-        logger.info("serving %s; prediction log and feedback under %s", self.model_version, self.lake_root)
+        logger.info("serving %s; prediction log and feedback under %s", self.model_version, self.lake.root)
         # Everything allocated so far (modules, schemas, the model) lives as long as the process:
         # keeping it out of the collector's full passes shortens their pauses severalfold.
         gc.freeze()
@@ -196,18 +197,21 @@ class KennelService:
 
     def _warm_up(self) -> None:
         """One prediction through the whole scoring path (not logged), so the first request does not
-        pay for lazy initialisation in XGBoost, numpy and pydantic."""
+        pay for lazy initialisation in the model library, numpy and pydantic."""
         record = Record.model_validate(EXAMPLE)
         probabilities = self._score(record_columns([record], FIELDS), 1)
-        Prediction.model_validate(answer_rows(probabilities, new_request_ids(1), threshold=CARD.threshold,
-                                              model_version=self.model_version)[0]).model_dump_json()
+        Prediction.model_validate(
+            answer_rows(probabilities, new_request_ids(1), threshold=CARD.threshold, model_version=self.model_version)[
+                0
+            ]
+        ).model_dump_json()
 
     @bentoml.on_shutdown
     def flush_prediction_log(self) -> None:
         self.log.close()
 
     def _score(self, columns: dict[str, Any], n_rows: int) -> Any:
-        return predict_matrix(self.booster, self.encoder.encode(columns, n_rows))
+        return self.scorer.score_columns(columns, n_rows)
 
     async def _score_off_loop(self, columns: dict[str, Any], n_rows: int) -> Any:
         if n_rows <= INLINE_ROWS:
@@ -223,11 +227,20 @@ class KennelService:
         request_ids = new_request_ids(1)
         self.log.append("/predict", request_ids, probabilities, columns)
         probability = float(probabilities[0])
-        return Prediction.model_construct(probability=probability, label=int(probability >= CARD.threshold),
-                                          model_version=self.model_version, request_id=request_ids[0])
+        return Prediction.model_construct(
+            probability=probability,
+            label=int(probability >= CARD.threshold),
+            model_version=self.model_version,
+            request_id=request_ids[0],
+        )
 
-    @bentoml.api(route="/predict_batch", input_spec=BatchRequest, batchable=True,
-                 max_batch_size=BATCH_MAX_ROWS, max_latency_ms=BATCH_MAX_LATENCY_MS)
+    @bentoml.api(
+        route="/predict_batch",
+        input_spec=BatchRequest,
+        batchable=True,
+        max_batch_size=BATCH_MAX_ROWS,
+        max_latency_ms=BATCH_MAX_LATENCY_MS,
+    )
     # Answers are Prediction-shaped dicts (as /docs.json states): BentoML serialises them a third
     # faster than Prediction objects, which it would validate and dump twice.
     async def predict_batch(self, records: list[Record]) -> list[dict[str, Any]]:  # type: ignore[valid-type]
@@ -247,8 +260,10 @@ class KennelService:
         request_ids = new_request_ids(n_rows)
         self.log.append("/predict_columns", request_ids, probabilities, columns)
         return ColumnarPredictions.model_construct(
-            probability=probabilities.tolist(), label=labels_at(probabilities, CARD.threshold).tolist(),
-            request_id=request_ids, model_version=self.model_version,
+            probability=probabilities.tolist(),
+            label=labels_at(probabilities, CARD.threshold).tolist(),
+            request_id=request_ids,
+            model_version=self.model_version,
         )
 
     async def predict_arrow(self, body: bytes) -> ColumnarPredictions:
@@ -256,15 +271,16 @@ class KennelService:
         batch = ARROW_READER.read(body)
         n_rows = batch.table.num_rows
         if n_rows <= INLINE_ROWS:
-            probabilities = predict_matrix(self.booster, self.encoder.encode_arrow(batch))
+            probabilities = self.scorer.score_numbers(batch.values, n_rows)
         else:
-            probabilities = await anyio.to_thread.run_sync(
-                lambda: predict_matrix(self.booster, self.encoder.encode_arrow(batch)))
+            probabilities = await anyio.to_thread.run_sync(self.scorer.score_numbers, batch.values, n_rows)
         request_ids = new_request_ids(n_rows)
         self.log.append(ARROW_ROUTE, request_ids, probabilities, batch.table)
         return ColumnarPredictions.model_construct(
-            probability=probabilities.tolist(), label=labels_at(probabilities, CARD.threshold).tolist(),
-            request_id=request_ids, model_version=self.model_version,
+            probability=probabilities.tolist(),
+            label=labels_at(probabilities, CARD.threshold).tolist(),
+            request_id=request_ids,
+            model_version=self.model_version,
         )
 
     @bentoml.api(route="/feedback")
@@ -273,7 +289,7 @@ class KennelService:
         positive = SPEC.label.positive
         request_ids = [item.request_id for item in body.labels]
         actual = [int(item.label == positive) for item in body.labels]
-        await anyio.to_thread.run_sync(lambda: write_feedback(self.lake_root, SPEC.name, request_ids, actual))
+        await anyio.to_thread.run_sync(lambda: write_feedback(self.lake.dataset(SPEC.name), request_ids, actual))
         return FeedbackReceipt(recorded=len(request_ids))
 
 
@@ -283,23 +299,29 @@ async def _predict_arrow_endpoint(request: Request) -> Response:
     try:
         answer = await bentoml.get_current_service().predict_arrow(await request.body())
     except InputError as exc:
-        return JSONResponse({"error": f"{len(exc.problems)} validation error(s) for the Arrow table",
-                             "detail": exc.problems}, status_code=400)
+        return JSONResponse(
+            {"error": f"{len(exc.problems)} validation error(s) for the Arrow table", "detail": exc.problems},
+            status_code=400,
+        )
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
-KennelService.mount_asgi_app(Starlette(routes=[Route(ARROW_ROUTE, _predict_arrow_endpoint, methods=["POST"])]),
-                             path="/")
+KennelService.mount_asgi_app(
+    Starlette(routes=[Route(ARROW_ROUTE, _predict_arrow_endpoint, methods=["POST"])]), path="/"
+)
 
 KennelService.add_asgi_middleware(
     RequestGuard,
     max_body_bytes=env_int("KENNEL_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES),
     routes=ROUTES,
     openapi=lambda: openapi_document(
-        title=f"Kennel: {SPEC.name}", version=str(MODEL.tag),
-        description=(f"{SPEC.description or SPEC.name}\n\nModel {MODEL.tag}, threshold {CARD.threshold}. "
-                     "Every answer is logged to the lake with its request_id; POST the observed outcome "
-                     "to /feedback with that id."),
+        title=f"Kennel: {SPEC.name}",
+        version=str(MODEL.tag),
+        description=(
+            f"{SPEC.description or SPEC.name}\n\nModel {MODEL.tag}, threshold {CARD.threshold}. "
+            "Every answer is logged to the lake with its request_id; POST the observed outcome "
+            "to /feedback with that id."
+        ),
         apis=APIS,
     ),
 )

@@ -29,7 +29,7 @@ RESERVED_COLUMNS = frozenset(
 )
 
 
-# The checks built from the features themselves (kennel.validation); user expectations may not reuse them.
+# The checks built from the features themselves (kennel.ingestion.validation); user expectations may not reuse them.
 BUILT_IN_CHECK_GROUPS = ("not_null", "ranges", "categories", "unique_id", "row_count")
 OTHER_CATEGORY = "other"
 
@@ -230,8 +230,11 @@ class DatasetSpec(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"features listed twice: {dupes}")
-        for role, col in (("timestamp_column", self.timestamp_column), ("id_column", self.id_column),
-                          ("label.column", self.label.column)):
+        for role, col in (
+            ("timestamp_column", self.timestamp_column),
+            ("id_column", self.id_column),
+            ("label.column", self.label.column),
+        ):
             if not _IDENTIFIER.match(col):
                 raise ValueError(f"{role} {col!r} must be a plain identifier")
             if col in names:
@@ -325,7 +328,6 @@ def load_spec(path: str | os.PathLike[str] | None = None) -> DatasetSpec:
         return DatasetSpec.model_validate({**raw, "spec_path": str(path)})
     except ValidationError as exc:
         problems = "\n".join(
-            f"  - {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-            for err in exc.errors()
+            f"  - {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
         )
         raise SpecError(f"data-set spec {path} is invalid:\n{problems}") from None

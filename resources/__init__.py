@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -16,13 +17,15 @@ from dagster_aws.s3 import S3Resource
 from dagster_dbt import DbtCliResource, DbtProject
 from dagster_pyspark import LazyPySparkResource
 
-from kennel.sparkconf import prepare_spark_environment, spark_conf
+from kennel.lake import configured_root
+from kennel.serving.model_store import DEFAULT_BENTOML_HOME
+from kennel.spark import prepare_spark_environment, spark_conf
+from kennel.spec import PROJECT_ROOT, DatasetSpec
 from resources.kafka import KafkaResource
 from resources.lake import LakeResource
 from resources.model_store import ModelStoreResource
+from resources.streams import StreamResource
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-STATE_DIR = PROJECT_ROOT / ".kennel"
 DBT_DIR = PROJECT_ROOT / "dbt"
 
 dbt_project = DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR)
@@ -43,10 +46,13 @@ def build_resources(env: str | None = None) -> dict[str, object]:
     # Credentials and region come from the standard AWS chain (AWS_ACCESS_KEY_ID, AWS_PROFILE, …).
     s3 = S3Resource(endpoint_url=_optional_env("KENNEL_S3_ENDPOINT_URL"))
     if env == "local":
-        lake = LakeResource(root=_setting("KENNEL_LAKE_ROOT", str(STATE_DIR / "lake")),
-                            mirror=_setting("KENNEL_LAKE_MIRROR", str(STATE_DIR / "lake-mirror")), s3=s3)
+        lake = LakeResource(
+            root=configured_root(),
+            s3=s3,
+            mirror=_setting("KENNEL_LAKE_MIRROR", str(PROJECT_ROOT / ".kennel" / "lake-mirror")),
+        )
         spark_master = _setting("KENNEL_SPARK_MASTER", "local[2]")
-        store = ModelStoreResource(home=_setting("BENTOML_HOME", str(STATE_DIR / "bentoml")))
+        store = ModelStoreResource(home=_setting("BENTOML_HOME", str(DEFAULT_BENTOML_HOME)))
     elif env == "cluster":
         lake = LakeResource(root=dg.EnvVar("KENNEL_LAKE_ROOT"), mirror=_optional_env("KENNEL_LAKE_MIRROR") or "", s3=s3)
         spark_master = os.environ["KENNEL_SPARK_MASTER"]  # spark_config is a plain dict, not EnvVar-able
@@ -57,9 +63,22 @@ def build_resources(env: str | None = None) -> dict[str, object]:
         "lake": lake,
         "pyspark": LazyPySparkResource(spark_config=spark_conf(spark_master)),
         # The dbt next to this interpreter, so a run never picks up another dbt from PATH.
-        "dbt": DbtCliResource(project_dir=dbt_project, profiles_dir=str(DBT_DIR),
-                              dbt_executable=str(Path(sys.executable).parent / "dbt")),
+        "dbt": DbtCliResource(
+            project_dir=dbt_project, profiles_dir=str(DBT_DIR), dbt_executable=str(Path(sys.executable).parent / "dbt")
+        ),
         "model_store": store,
         "s3": s3,
-        "kafka": KafkaResource(bootstrap_servers=_optional_env("KENNEL_KAFKA_BOOTSTRAP_SERVERS") or ""),
+        **{name: make() for name, make in STREAM_TRANSPORTS.items()},
     }
+
+
+# Stream transports, by the spec section that configures them (source.<name>): each becomes the resource
+# of its `<name>_landing` asset, `land_<name>` job and schedule. A new transport registers here.
+STREAM_TRANSPORTS: dict[str, Callable[[], StreamResource]] = {
+    "kafka": lambda: KafkaResource(bootstrap_servers=_optional_env("KENNEL_KAFKA_BOOTSTRAP_SERVERS") or ""),
+}
+
+
+def stream_transports(spec: DatasetSpec) -> list[str]:
+    """The registered transports the spec's source uses."""
+    return [name for name in STREAM_TRANSPORTS if getattr(spec.source, name, None) is not None]

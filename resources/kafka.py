@@ -1,21 +1,23 @@
-"""Kafka consumer settings for a spec's Kafka source."""
+"""Kafka consumer settings for a spec's Kafka source, and the landing of its topic."""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
 
-import dagster as dg
 from pydantic import Field
 
-from kennel.kafka_ingest import consumer_config
+from kennel.ingestion.kafka import consumer_config, drain_topic
+from kennel.ingestion.streams import LandingReport
 from kennel.spec import DatasetSpec
+from resources.streams import StreamResource
 
 
-class KafkaResource(dg.ConfigurableResource):
+class KafkaResource(StreamResource):
     """Where the spec's topic is consumed from; bootstrap_servers here overrides the spec's (per environment)."""
 
     bootstrap_servers: str = Field(default="", description="Overrides the spec's kafka.bootstrap_servers")
-    max_messages_per_run: int = Field(default=100_000, gt=0, description="Messages one kafka_landing run lands at most")
 
-    def consumer_config(self, spec: DatasetSpec) -> dict[str, Any]:
-        return consumer_config(spec, self.bootstrap_servers)
+    def land(self, spec: DatasetSpec, landing_dir: Path) -> LandingReport:
+        return drain_topic(
+            spec, consumer_config(spec, self.bootstrap_servers), landing_dir, max_messages=self.max_messages_per_run
+        )

@@ -1,4 +1,5 @@
-"""The lake: one root holding every table Kennel writes, laid out by data set and day."""
+"""The lake as a Dagster resource: where its root is (a local folder, or s3:// with a local mirror)
+and how files reach S3. The layout and the records are kennel.lake's."""
 
 from __future__ import annotations
 
@@ -9,22 +10,14 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
-from kennel import s3 as s3_files
+from kennel.lake import DatasetLake, Lake
+from kennel.lake import s3 as s3_files
 
 
 class LakeResource(dg.ConfigurableResource):
-    """Lake root: a local folder (the embedded default) or s3://bucket/prefix. Layout under it:
+    """Lake root: a local folder (the embedded default) or s3://bucket/prefix.
 
-    raw/<dataset>/<day>/…                    landed files, copied unchanged (+ _manifest.json on S3)
-    clean/<dataset>/date=<day>/part-00000.parquet
-    quarantine/<dataset>/date=<day>/part-00000.parquet
-    quality/<dataset>/<day>.json             per-partition data-quality record (written last)
-    warehouse.duckdb                         dbt feature models
-    training/<dataset>/{train,validation,test}.parquet
-    models/<dataset>/<run id>/               model.ubj, model_card.json, spec.yaml, evaluation.json
-    _staging/                                half-written outputs before their atomic swap
-
-    With an s3:// root every path below names a file in the local `mirror` folder, where Spark and dbt
+    With an s3:// root every location names a file in the local `mirror` folder, where Spark and dbt
     work (neither can reach S3 here); ingestion publishes raw, clean, quarantine and quality objects
     from it to S3 and fetches raw days from S3 before cleaning them.
     """
@@ -37,19 +30,24 @@ class LakeResource(dg.ConfigurableResource):
     def is_remote(self) -> bool:
         return self.root.startswith("s3://")
 
-    def path(self, *parts: str) -> Path:
+    @property
+    def local(self) -> Lake:
+        """The lake's layout on local disk (the mirror of a remote lake)."""
         if not self.is_remote:
-            return Path(self.root).resolve().joinpath(*parts)
+            return Lake(self.root)
         if not self.mirror:
             raise ValueError(f"the lake root {self.root} is on S3: set a local working folder (KENNEL_LAKE_MIRROR)")
-        return Path(self.mirror).resolve().joinpath(*parts)
+        return Lake(self.mirror)
+
+    def dataset(self, name: str) -> DatasetLake:
+        return self.local.dataset(name)
 
     def location(self, local: Path) -> str:
         """Where a lake path lives for readers: the S3 URI of a remote lake, else the local path."""
         if not self.is_remote:
             return str(local)
         bucket, prefix = s3_files.split_uri(self.root)
-        return f"s3://{bucket}/{prefix}{local.relative_to(self.path()).as_posix()}"
+        return f"s3://{bucket}/{prefix}{local.relative_to(self.local.root).as_posix()}"
 
     def _client(self) -> Any:
         if self.s3 is None:
@@ -74,30 +72,3 @@ class LakeResource(dg.ConfigurableResource):
         """Replace local_dir with the S3 folder's published files. Local lake: no-op."""
         if self.is_remote:
             s3_files.fetch_dir(self._client(), *self._bucket_key(local_dir), local_dir)
-
-    def raw_dir(self, dataset: str, day: str) -> Path:
-        return self.path("raw", dataset, day)
-
-    def clean_dir(self, dataset: str, day: str) -> Path:
-        return self.path("clean", dataset, f"date={day}")
-
-    def clean_glob(self, dataset: str) -> str:
-        return str(self.path("clean", dataset)) + "/*/*.parquet"
-
-    def quarantine_dir(self, dataset: str, day: str) -> Path:
-        return self.path("quarantine", dataset, f"date={day}")
-
-    def quality_record(self, dataset: str, day: str) -> Path:
-        return self.path("quality", dataset, f"{day}.json")
-
-    def warehouse(self) -> Path:
-        return self.path("warehouse.duckdb")
-
-    def training_dir(self, dataset: str) -> Path:
-        return self.path("training", dataset)
-
-    def model_dir(self, dataset: str, run_id: str) -> Path:
-        return self.path("models", dataset, run_id)
-
-    def staging(self) -> Path:
-        return self.path("_staging")

@@ -27,12 +27,13 @@ class ModelStoreResource(dg.ConfigurableResource):
 
     def save_model(self, model_dir: Path, *, name: str, labels: dict[str, str], metadata: dict) -> str:
         self.activate()
-        from kennel.registry import save_model
+        from kennel.serving.model_store import save_model
 
         return save_model(model_dir, name=name, labels=labels, metadata=metadata)
 
-    def build_bento(self, model_tag: str, *, bento_name: str, labels: dict[str, str]) -> str:
+    def model_folder(self, tag: str) -> Path:
+        """The store's folder of model `tag` (a model folder kennel.model loads)."""
         self.activate()
-        from kennel.registry import build_bento
+        from kennel.serving.model_store import load_model_folder
 
-        return build_bento(model_tag, bento_name=bento_name, labels=labels)
+        return load_model_folder(tag)

@@ -14,9 +14,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import dagster as dg  # noqa: E402
 
-from kennel.champion import ChampionRegistry  # noqa: E402
 from kennel.demo import generate  # noqa: E402
-from kennel.landing import landed_files  # noqa: E402
+from kennel.ingestion.landing import landed_files  # noqa: E402
+from kennel.lake import Lake, configured_root  # noqa: E402
+from kennel.lake.champion import ChampionRegistry  # noqa: E402
 from kennel.spec import load_spec  # noqa: E402
 
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -26,17 +27,26 @@ def step(message: str) -> None:
     print(f"\n==> {message}", flush=True)
 
 
-def run_job(defs: dg.Definitions, instance: dg.DagsterInstance, name: str, days: list[str] | None = None,
-            gate_may_reject: bool = False):
+def run_job(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    name: str,
+    days: list[str] | None = None,
+    gate_may_reject: bool = False,
+):
     tags = {}
     if days:
         # One run for the whole range: the Spark session starts once (the assets' backfill policy).
         tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]}
     started = time.perf_counter()
-    result = defs.resolve_job_def(name).execute_in_process(instance=instance, tags=tags, run_config=QUIET_LOGS,
-                                                       raise_on_error=False)
-    print(f"    {name}: {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - started:.0f}s "
-          f"(run {result.run_id})", flush=True)
+    result = defs.resolve_job_def(name).execute_in_process(
+        instance=instance, tags=tags, run_config=QUIET_LOGS, raise_on_error=False
+    )
+    print(
+        f"    {name}: {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - started:.0f}s "
+        f"(run {result.run_id})",
+        flush=True,
+    )
     rejected = [e for e in result.get_asset_check_evaluations() if e.check_name == "promotion_gate" and not e.passed]
     if not result.success and gate_may_reject and rejected:
         # A re-run on the same data trains an identical challenger, which rightly cannot beat the champion.
@@ -61,8 +71,7 @@ def main() -> None:
 
     spec = load_spec()
     step(f"Generating {args.days} days × {args.rows_per_day} rows of '{spec.name}' ({args.scenario})")
-    generate(spec, Path(spec.source_location()), days=args.days, rows_per_day=args.rows_per_day,
-             scenario=args.scenario)
+    generate(spec, Path(spec.source_location()), days=args.days, rows_per_day=args.rows_per_day, scenario=args.scenario)
     days = sorted(landed_files(spec.source_location(), spec.source.format))
     print(f"    landed {len(days)} days in {spec.source_location()}")
 
@@ -75,27 +84,40 @@ def main() -> None:
     step("Training: dbt features → training set → XGBoost model → evaluation → Bento")
     run_job(defs, instance, "train_and_package", gate_may_reject=True)
 
-    clean, quarantine, model = latest(instance, "clean_records"), latest(instance, "quarantined_records"), latest(instance, "model")
+    clean, quarantine, model = (
+        latest(instance, "clean_records"),
+        latest(instance, "quarantined_records"),
+        latest(instance, "model"),
+    )
     evaluation = latest(instance, "model_evaluation")
-    champion = ChampionRegistry(Path(os.environ.get("KENNEL_LAKE_ROOT", ".kennel/lake")).resolve(), spec.name).current()
+    lake = Lake(configured_root())  # the lake the code location uses (resources/__init__.py)
+    champion = ChampionRegistry(lake.dataset(spec.name)).current()
     step("Summary")
     print(f"    raw rows          {clean['rows_in']:>10,}")
     print(f"    clean rows        {clean['rows_out']:>10,}")
     print(f"    quarantined rows  {quarantine['rows']:>10,}")
     print(f"    training set      {latest(instance, 'training_set')['dagster/row_count']:>10,} rows")
-    print(f"    model             best iteration {model['best_iteration']}, device {model['device']}, "
-          f"{model['train_seconds']}s")
-    print(f"    test ROC-AUC {evaluation['roc_auc']:.4f}  PR-AUC {evaluation['pr_auc']:.4f}  "
-          f"log loss {evaluation['log_loss']:.4f}")
+    print(
+        f"    model             best iteration {model['best_iteration']}, device {model['device']}, "
+        f"{model['train_seconds']}s"
+    )
+    print(
+        f"    test ROC-AUC {evaluation['roc_auc']:.4f}  PR-AUC {evaluation['pr_auc']:.4f}  "
+        f"log loss {evaluation['log_loss']:.4f}"
+    )
     print(f"    champion          {champion.model_tag} since {champion.since} ({champion.reason or champion.event})")
     print(f"    Bento             {champion.bento_tag}")
     home = os.environ.get("DAGSTER_HOME", "")
     print("\nLook further:")
     print(f"    DAGSTER_HOME={home} .venv/bin/dagster dev -w workspace.yaml      # the UI on http://127.0.0.1:3000")
-    lake = Path(os.environ.get("KENNEL_LAKE_ROOT", ".kennel/lake")).resolve()
-    print(f"    BENTOML_HOME={os.environ.get('BENTOML_HOME', '')} KENNEL_LAKE_ROOT={lake} "
-          f".venv/bin/bentoml serve {champion.bento_tag} --port 3001")
-    print("""    curl -s -X POST http://127.0.0.1:3001/predict -H 'content-type: application/json' -d @datasets/credit_demo_example.json""")
+    print(
+        f"    BENTOML_HOME={os.environ.get('BENTOML_HOME', '')} KENNEL_LAKE_ROOT={lake.root} "
+        f".venv/bin/bentoml serve {champion.bento_tag} --port 3001"
+    )
+    print(
+        "    curl -s -X POST http://127.0.0.1:3001/predict -H 'content-type: application/json' "
+        "-d @datasets/credit_demo_example.json"
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,4 @@
-"""Automation for ingestion: a sensor that turns newly landed files into runs of exactly the affected
-days, and (for a Kafka source) a schedule that lands the topic's new messages as files."""
+"""Automation for ingestion: a sensor that turns newly landed files into runs of exactly the affected days."""
 
 from __future__ import annotations
 
@@ -8,11 +7,11 @@ import json
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from kennel.landing import LandedFile, day_fingerprint, list_landed
+from assets.graph import daily_partitions
+from kennel.ingestion.landing import LandedFile, day_fingerprint, list_landed
 from kennel.spec import DatasetSpec
 
 SENSOR_NAME = "new_landed_files"
-KAFKA_JOB = "land_kafka"
 
 
 def new_data_run_requests(
@@ -41,16 +40,16 @@ def new_data_run_requests(
     return requests, json.dumps(new_cursor, sort_keys=True), skipped
 
 
-def build_ingestion_sensors(spec: DatasetSpec, ingest_job: dg.UnresolvedAssetJobDefinition,
-                            partitions: dg.DailyPartitionsDefinition) -> list[dg.SensorDefinition]:
+def build_new_data_sensor(spec: DatasetSpec, ingest_job: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
     source = spec.source_location()
+    partitions = daily_partitions(spec)
 
     @dg.sensor(
         name=SENSOR_NAME,
         job=ingest_job,
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.STOPPED,
-        description=f"Watches {source} and runs ingest_daily for exactly the days whose files are new or changed.",
+        description=f"Watches {source} and runs {ingest_job.name} for exactly the days whose files are new or changed.",
     )
     def new_landed_files(context: dg.SensorEvaluationContext, s3: S3Resource) -> dg.SensorResult:
         client = s3.get_client() if source.startswith("s3://") else None
@@ -61,16 +60,4 @@ def build_ingestion_sensors(spec: DatasetSpec, ingest_job: dg.UnresolvedAssetJob
             context.log.info(f"files for days without a partition (yet), not requested: {', '.join(skipped)}")
         return dg.SensorResult(run_requests=requests, cursor=cursor)
 
-    return [new_landed_files]
-
-
-def build_kafka_job_and_schedule(spec: DatasetSpec) -> tuple[list[dg.UnresolvedAssetJobDefinition], list[dg.ScheduleDefinition]]:
-    if spec.source.kafka is None:
-        return [], []
-    from assets.ingestion import KAFKA_LANDING
-
-    job = dg.define_asset_job(KAFKA_JOB, selection=dg.AssetSelection.assets(KAFKA_LANDING),
-                              description=f"Land new messages of Kafka topic {spec.source.kafka.topic} as daily files.")
-    schedule = dg.ScheduleDefinition(name=f"{KAFKA_JOB}_every_5_minutes", job=job, cron_schedule="*/5 * * * *",
-                                      default_status=dg.DefaultScheduleStatus.STOPPED)
-    return [job], [schedule]
+    return new_landed_files

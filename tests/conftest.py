@@ -12,15 +12,17 @@ _SESSION_DIR = Path(tempfile.mkdtemp(prefix="kennel-tests-"))
 
 def pytest_configure(config: pytest.Config) -> None:
     # Set before any test imports bentoml, dagster or definitions: each binds its locations on first use.
-    os.environ.update({
-        "KENNEL_LAKE_ROOT": str(_SESSION_DIR / "lake"),
-        "KENNEL_LANDING_ROOT": str(_SESSION_DIR / "landing"),
-        "BENTOML_HOME": str(_SESSION_DIR / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "True",
-        "GX_ANALYTICS_ENABLED": "false",
-        "DAGSTER_TELEMETRY_ENABLED": "False",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    })
+    os.environ.update(
+        {
+            "KENNEL_LAKE_ROOT": str(_SESSION_DIR / "lake"),
+            "KENNEL_LANDING_ROOT": str(_SESSION_DIR / "landing"),
+            "BENTOML_HOME": str(_SESSION_DIR / "bentoml"),
+            "BENTOML_DO_NOT_TRACK": "True",
+            "GX_ANALYTICS_ENABLED": "false",
+            "DAGSTER_TELEMETRY_ENABLED": "False",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
     os.environ.pop("KENNEL_DATASET_SPEC", None)
     os.environ.pop("KENNEL_ENV", None)
 
@@ -32,7 +34,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def spark():
     """One local Spark session for the whole test run (starting one costs 5–10 s)."""
-    from kennel.sparkconf import get_spark
+    from kennel.spark import get_spark
 
     session = get_spark()
     yield session

@@ -36,13 +36,15 @@ class Project:
         self.defs = build_definitions(str(spec_path), resources={"lake": self.lake})
         self.instance = instance
 
-    def run(self, job: str, days: list[str] | None = None, run_config: dict | None = None,
-            tags: dict | None = None) -> dg.ExecuteInProcessResult:
+    def run(
+        self, job: str, days: list[str] | None = None, run_config: dict | None = None, tags: dict | None = None
+    ) -> dg.ExecuteInProcessResult:
         tags = dict(tags or {})
         if days:
             tags |= {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]}
-        return self.defs.resolve_job_def(job).execute_in_process(instance=self.instance, tags=tags, run_config=run_config,
-                                                                 raise_on_error=False)
+        return self.defs.resolve_job_def(job).execute_in_process(
+            instance=self.instance, tags=tags, run_config=run_config, raise_on_error=False
+        )
 
     def metadata(self, key: str) -> dict:
         event = self.instance.get_latest_materialization_event(dg.AssetKey(key))

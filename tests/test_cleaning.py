@@ -5,9 +5,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kennel.cleaning import clean_partition
 from kennel.demo import generate
-from kennel.reasons import Reason
+from kennel.ingestion.cleaning import clean_partition
+from kennel.ingestion.reasons import Reason
 from kennel.spec import DEFAULT_SPEC_PATH, load_spec
 
 

@@ -17,21 +17,30 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kennel.cleaning import clean_partition
+from kennel.ingestion.cleaning import clean_partition
 from kennel.spec import load_spec
 
 DAY = "2026-01-01"
 MARKER = re.compile(r"m(\d{4})x")
 COLUMNS = ["id", "ts", "amount", "color", "size", "member", "y"]
 # Garbage never holds a line break (it would make two lines of one) nor the marker's letters.
-GARBAGE = st.text(alphabet=' ,;"\'\t\\{}[]:abc0123456789.-+eE_é€', max_size=12)
+GARBAGE = st.text(alphabet=" ,;\"'\t\\{}[]:abc0123456789.-+eE_é€", max_size=12)
 
 EXAMPLES = int(os.environ.get("KENNEL_HYPOTHESIS_EXAMPLES", "10"))
 
 value = {
     "id": st.sampled_from(["r1", "r2", "r3", "r4", "r5", "r6", " r1", ""]),
-    "ts": st.sampled_from(["2026-01-01T08:00:00", "2026-01-01T09:30:00", "2026-01-01 23:59:59", "2026-01-02T00:00:00",
-                           "2025-12-31T23:59:59", "soon", ""]),
+    "ts": st.sampled_from(
+        [
+            "2026-01-01T08:00:00",
+            "2026-01-01T09:30:00",
+            "2026-01-01 23:59:59",
+            "2026-01-02T00:00:00",
+            "2025-12-31T23:59:59",
+            "soon",
+            "",
+        ]
+    ),
     "amount": st.one_of(st.floats(-50, 1200).map(str), st.sampled_from(["", "abc", "1e3", "Infinity", "NaN"])),
     "color": st.sampled_from(["red", "green", "other", "teal", "", " red "]),
     "size": st.sampled_from(["s", "m", "l", "xl", ""]),
@@ -41,8 +50,11 @@ value = {
 row = st.fixed_dictionaries(value)
 mutation = st.one_of(
     st.just(("none", 0, "")),
-    st.tuples(st.sampled_from(["drop_field", "add_field", "garbage", "quote", "blank_line_before"]),
-              st.integers(0, len(COLUMNS) - 1), GARBAGE),
+    st.tuples(
+        st.sampled_from(["drop_field", "add_field", "garbage", "quote", "blank_line_before"]),
+        st.integers(0, len(COLUMNS) - 1),
+        GARBAGE,
+    ),
 )
 
 
@@ -78,8 +90,13 @@ def spec():
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+)
 @given(rows=st.lists(st.tuples(row, mutation), min_size=1, max_size=25))
 def test_random_corruption_never_loses_or_duplicates_a_row(spark, spec, tmp_path_factory, fmt, rows):
     spec = spec.model_copy(update={"source": spec.source.model_copy(update={"format": fmt})})
@@ -97,7 +114,9 @@ def test_random_corruption_never_loses_or_duplicates_a_row(spark, spec, tmp_path
     (day_dir / f"part-00000.{fmt}").write_text(header + "\n".join(lines) + "\n", encoding="utf-8")
 
     lake = tmp / "lake"
-    result = clean_partition(spark, spec, sorted(day_dir.iterdir()), DAY, lake / "clean", lake / "quarantine", lake / "_staging")
+    result = clean_partition(
+        spark, spec, sorted(day_dir.iterdir()), DAY, lake / "clean", lake / "quarantine", lake / "_staging"
+    )
     clean, quarantine = pd.read_parquet(lake / "clean"), pd.read_parquet(lake / "quarantine")
 
     markers = quarantine["raw"].str.findall(MARKER.pattern)

@@ -10,9 +10,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from kennel.champion import ChampionRegistry
 from kennel.demo import generate
-from sensors.retraining import SENSOR_NAME, read_decision_log
+from kennel.lake.champion import ChampionRegistry
+from sensors.retraining import SENSOR_NAME
 from tests.projects import Project, days, spec_file
 
 pytestmark = pytest.mark.slow
@@ -45,8 +45,9 @@ class Webhook:
 
 def tick(project: Project, cursor: str | None) -> dg.SensorResult:
     sensor = project.defs.resolve_sensor_def(SENSOR_NAME)
-    with dg.build_sensor_context(instance=project.instance, cursor=cursor, definitions=project.defs,
-                                 resources={"lake": project.lake}) as context:
+    with dg.build_sensor_context(
+        instance=project.instance, cursor=cursor, definitions=project.defs, resources={"lake": project.lake}
+    ) as context:
         return sensor(context)
 
 
@@ -73,7 +74,7 @@ def loop(tmp_path_factory):
 
         assert project.run("ingest_daily", d[:4]).success
         assert project.run("train_and_package").success
-        timeline["first_champion"] = ChampionRegistry(project.lake.path(), project.spec.name).current()
+        timeline["first_champion"] = ChampionRegistry(project.lake.dataset(project.spec.name)).current()
         assert project.run("monitor_daily", d[:4]).success  # monitoring needs a champion to compare to
         timeline["baseline_tick"] = first = tick(project, None)
 
@@ -81,7 +82,7 @@ def loop(tmp_path_factory):
         timeline["drift_tick"] = drift = tick(project, first.cursor)
         timeline["restart_tick"] = tick(project, drift.cursor)  # a restarted daemon resumes from its cursor
         timeline["retrain"] = [retrain(project, r) for r in drift.run_requests]
-        timeline["second_champion"] = ChampionRegistry(project.lake.path(), project.spec.name).current()
+        timeline["second_champion"] = ChampionRegistry(project.lake.dataset(project.spec.name)).current()
         timeline["after_retrain_tick"] = after = tick(project, drift.cursor)
 
         # Day 9 lands without its label column: it fails validation.
@@ -98,7 +99,7 @@ def loop(tmp_path_factory):
         timeline["burst_tick"] = burst = tick(project, corrupt.cursor)
         monkeypatch.setenv("KENNEL_RETRAIN_COOLDOWN_HOURS", "0")
         timeline["released_tick"] = tick(project, burst.cursor)
-        timeline["decisions"] = read_decision_log(project.lake, project.spec.name)
+        timeline["decisions"] = project.lake.dataset(project.spec.name).decisions()
         timeline["webhook"] = webhook.received
         yield project, timeline
     monkeypatch.undo()
@@ -109,7 +110,7 @@ def test_baseline_days_do_not_retrain(loop):
     _, t = loop
     assert t["first_champion"] is not None
     assert t["baseline_tick"].run_requests == []
-    assert {d["action"] for d in t["decisions"] if d["days"][0] <= "2026-01-04"} == {"skip"}
+    assert {d.action for d in t["decisions"] if d.days[0] <= "2026-01-04"} == {"skip"}
 
 
 def test_drift_requests_exactly_one_retrain_that_replaces_the_champion(loop):
@@ -119,27 +120,27 @@ def test_drift_requests_exactly_one_retrain_that_replaces_the_champion(loop):
     assert t["restart_tick"].run_requests == [] and t["after_retrain_tick"].run_requests == []
     assert t["second_champion"].run_id != t["first_champion"].run_id
     assert t["second_champion"].bento_tag and t["second_champion"].bento_tag != t["first_champion"].bento_tag
-    retrain_decision = next(d for d in t["decisions"] if d["action"] == "retrain")
-    assert retrain_decision["run_key"] == requests[0].run_key
-    assert set(retrain_decision["days"]) <= {"2026-01-05", "2026-01-06", "2026-01-07", "2026-01-08"}
-    assert retrain_decision["thresholds"]["drifted_share"] > 0
+    retrain_decision = next(d for d in t["decisions"] if d.action == "retrain")
+    assert retrain_decision.run_key == requests[0].run_key
+    assert set(retrain_decision.days) <= {"2026-01-05", "2026-01-06", "2026-01-07", "2026-01-08"}
+    assert retrain_decision.thresholds["drifted_share"] > 0
 
 
 def test_corrupt_day_alerts_and_never_retrains(loop):
     _, t = loop
     assert t["corrupt_tick"].run_requests == []
-    alerts = [d for d in t["decisions"] if d["action"] == "alert"]
-    assert [a["days"] for a in alerts] == [["2026-01-09"]]
+    alerts = [d for d in t["decisions"] if d.action == "alert"]
+    assert [a.days for a in alerts] == [["2026-01-09"]]
     assert any("2026-01-09" in w["text"] for w in t["webhook"])
 
 
 def test_burst_in_cooldown_is_coalesced_into_one_retrain(loop):
     _, t = loop
     assert t["burst_tick"].run_requests == []
-    held = [d for d in t["decisions"] if d["action"] == "skip" and "cooldown" in d["reason"]]
-    assert held and held[-1]["days"] == ["2026-01-10", "2026-01-11"]
+    held = [d for d in t["decisions"] if d.action == "skip" and "cooldown" in d.reason]
+    assert held and held[-1].days == ["2026-01-10", "2026-01-11"]
     assert len(t["released_tick"].run_requests) == 1
-    assert t["decisions"][-1]["action"] == "retrain" and t["decisions"][-1]["days"] == ["2026-01-10", "2026-01-11"]
+    assert t["decisions"][-1].action == "retrain" and t["decisions"][-1].days == ["2026-01-10", "2026-01-11"]
 
 
 def test_every_decision_is_reported_to_dagster(loop):

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kennel.cleaning import clean_partition
-from kennel.reasons import Reason
+from kennel.ingestion.cleaning import clean_partition
+from kennel.ingestion.reasons import Reason
 from kennel.spec import load_spec
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
@@ -40,8 +40,11 @@ def _expected_from_text(files: list[Path], fmt: str) -> tuple[dict[str, str], se
         if fmt == "csv":
             # Line by line, as Spark reads: a broken quote must not swallow the lines after it.
             header, lines = next(csv.reader(lines[:1]), []), lines[1:]
-            records = [dict(zip(header, fields)) for fields in map(lambda ln: next(csv.reader([ln])), lines)
-                       if len(fields) == len(header)]
+            records = [
+                dict(zip(header, fields))
+                for fields in map(lambda ln: next(csv.reader([ln])), lines)
+                if len(fields) == len(header)
+            ]
         else:
             records = [json.loads(ln) for ln in lines if ln.startswith("{") and ln.endswith("}")]
         for line in lines:
@@ -79,19 +82,55 @@ def _write_parquet_corpus(day_dir: Path) -> tuple[dict[str, str], set[str]]:
         ("p13", ts(t8), float("inf"), "red", "m", True, "no", "wrong_type#13"),
     ]
     names = ["id", "ts", "amount", "color", "size", "member", "y", "expect"]
-    types = [pa.string(), pa.timestamp("us"), pa.float64(), pa.string(), pa.string(), pa.bool_(), pa.string(), pa.string()]
+    types = [
+        pa.string(),
+        pa.timestamp("us"),
+        pa.float64(),
+        pa.string(),
+        pa.string(),
+        pa.bool_(),
+        pa.string(),
+        pa.string(),
+    ]
     table = pa.table({n: pa.array([r[i] for r in rows], t) for i, (n, t) in enumerate(zip(names, types))})
     pq.write_table(table.append_column("note", pa.array([7] * len(rows), pa.int64())), day_dir / "part-00000.parquet")
     # Another exporter: amount as integers, the timestamp as text.
-    pq.write_table(pa.table({"id": ["q01", "q02"], "ts": [t8, "yesterday"], "amount": pa.array([42, 43], pa.int64()),
-                             "color": ["green", "green"], "size": ["l", "l"], "member": [False, False], "y": ["yes", "no"],
-                             "expect": ["clean#14", "wrong_type#15"]}), day_dir / "part-00001.parquet")
-    pq.write_table(pa.table({"id": ["r01"], "ts": [t8], "amount": [1.0], "color": ["red"], "size": ["s"], "member": [True],
-                             "expect": ["missing_column#16"]}), day_dir / "part-00002-no-label.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "id": ["q01", "q02"],
+                "ts": [t8, "yesterday"],
+                "amount": pa.array([42, 43], pa.int64()),
+                "color": ["green", "green"],
+                "size": ["l", "l"],
+                "member": [False, False],
+                "y": ["yes", "no"],
+                "expect": ["clean#14", "wrong_type#15"],
+            }
+        ),
+        day_dir / "part-00001.parquet",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "id": ["r01"],
+                "ts": [t8],
+                "amount": [1.0],
+                "color": ["red"],
+                "size": ["s"],
+                "member": [True],
+                "expect": ["missing_column#16"],
+            }
+        ),
+        day_dir / "part-00002-no-label.parquet",
+    )
     broken = (day_dir / "part-00000.parquet").read_bytes()
     (day_dir / "part-00003-truncated.parquet").write_bytes(broken[: len(broken) // 2])
-    expected = {r[-1]: r[-1].split("#")[0] for r in rows} | {"clean#14": "clean", "wrong_type#15": "wrong_type",
-                                                              "missing_column#16": "missing_column"}
+    expected = {r[-1]: r[-1].split("#")[0] for r in rows} | {
+        "clean#14": "clean",
+        "wrong_type#15": "wrong_type",
+        "missing_column#16": "missing_column",
+    }
     return expected, {"p01", "p08", "p10", "q01"}
 
 
@@ -126,7 +165,10 @@ def test_every_corpus_row_lands_where_its_tag_says(spark, corpus_spec, tmp_path,
     assert quarantine["detail"].notna().all() and quarantine["raw"].notna().all()
     assert set(quarantine["reason"]) <= {r.value for r in Reason}
     # Unknown colours are kept as "other" (the spec says so for color), unknown sizes are quarantined.
-    assert set(clean["color"]) <= {"red", "green", "other"} and (clean["color"] == "other").sum() == result.mapped_to_other["color"] == 1
+    assert (
+        set(clean["color"]) <= {"red", "green", "other"}
+        and (clean["color"] == "other").sum() == result.mapped_to_other["color"] == 1
+    )
     assert all("expect" in cols for cols in result.extra_columns.values()) and result.extra_columns
     assert "expect" not in clean.columns
     assert (clean["ts"].dt.strftime("%Y-%m-%d") == DAY).all()
@@ -139,7 +181,9 @@ def test_whitespace_and_number_forms_are_normalised(spark, corpus_spec, tmp_path
     day_dir = tmp_path / "landing" / DAY
     shutil.copytree(CORPUS / "csv" / DAY, day_dir)
     lake = tmp_path / "lake"
-    clean_partition(spark, corpus_spec, sorted(day_dir.iterdir()), DAY, lake / "clean", lake / "quarantine", lake / "_staging")
+    clean_partition(
+        spark, corpus_spec, sorted(day_dir.iterdir()), DAY, lake / "clean", lake / "quarantine", lake / "_staging"
+    )
     row = pd.read_parquet(lake / "clean").set_index("id").loc["a16"]
     assert (row["amount"], row["color"], row["size"], row["member"], row["y"]) == (150.0, "green", "l", True, 1)
     assert row["ts"] == pd.Timestamp("2026-01-01 09:00:00", tz="UTC")

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from kennel import demo
-from kennel.reasons import Reason
+from kennel.ingestion.reasons import Reason
 from kennel.spec import DEFAULT_SPEC_PATH, DatasetSpec, FeatureType, load_spec
 
 SENSOR_SPEC = """
@@ -200,7 +200,9 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize(("scenario", "file_format"), [("baseline", "csv"), ("corrupt", "csv"), ("drift", "parquet")])
-def test_same_arguments_write_identical_bytes(spec: DatasetSpec, tmp_path: Path, scenario: str, file_format: str) -> None:
+def test_same_arguments_write_identical_bytes(
+    spec: DatasetSpec, tmp_path: Path, scenario: str, file_format: str
+) -> None:
     kwargs = dict(days=3, rows_per_day=300, scenario=scenario, file_format=file_format)
     demo.generate(spec, tmp_path / "a", **kwargs)
     demo.generate(spec, tmp_path / "b", **kwargs)
@@ -253,7 +255,15 @@ def test_baseline_values_respect_the_spec(spec: DatasetSpec, baseline_frame: pd.
         else:
             assert set(present) == {"true", "false"}, feat.name
     # Realistic gaps: the nullable columns the brief names all have some missing values.
-    for name in ("credit_score", "annual_income", "employment_type", "loan_purpose", "channel", "has_cosigner", "gender"):
+    for name in (
+        "credit_score",
+        "annual_income",
+        "employment_type",
+        "loan_purpose",
+        "channel",
+        "has_cosigner",
+        "gender",
+    ):
         assert 0.005 < (frame[name] == "").mean(), name
 
 
@@ -387,7 +397,7 @@ def test_corrupt_parquet_has_text_columns_and_no_unparsable_lines(spec: DatasetS
     assert all(count > 0 for code, count in report.expected_reasons.items() if code != Reason.unparsable_line.value)
     main = pd.read_parquet(report.files[0])
     assert list(main.columns) == spec.raw_columns
-    assert all(dtype == object for dtype in main.dtypes)
+    assert all(dtype is np.dtype(object) for dtype in main.dtypes)
     assert len(main) == report.rows_per_day["2026-01-01"]
     # Corrupt text survives, and missing values are nulls rather than empty strings.
     expected = report.expected_reasons_by_day["2026-01-01"]

@@ -7,7 +7,14 @@ import pandas as pd
 import pytest
 
 from kennel.demo import generate_frame
-from kennel.drift import DriftThresholds, ReferenceProfile, build_profile, compare, js_distance, psi
+from kennel.monitoring.drift import (
+    DriftThresholds,
+    ReferenceProfile,
+    build_profile,
+    compare,
+    js_distance,
+    psi,
+)
 from kennel.spec import DEFAULT_SPEC_PATH, FeatureType, load_spec
 
 
@@ -19,11 +26,13 @@ def test_psi_and_js_known_values():
 
 
 def _frame(rng, n, shift=0.0, p_online=0.4):
-    return pd.DataFrame({
-        "x": rng.normal(shift, 1.0, n),
-        "y": np.where(rng.random(n) < 0.05, np.nan, rng.exponential(2.0, n)),
-        "c": np.where(rng.random(n) < p_online, "online", "branch"),
-    })
+    return pd.DataFrame(
+        {
+            "x": rng.normal(shift, 1.0, n),
+            "y": np.where(rng.random(n) < 0.05, np.nan, rng.exponential(2.0, n)),
+            "c": np.where(rng.random(n) < p_online, "online", "branch"),
+        }
+    )
 
 
 def test_same_distribution_is_not_drift_and_shift_is():
@@ -71,7 +80,11 @@ def test_demo_drift_scenario_is_detected_on_the_shifted_features():
 
 
 def test_monitoring_summary_separates_feature_and_prediction_drift():
-    from kennel.monitoring import build_reference, drift_summary, realized_performance
+    from kennel.monitoring.profile import (
+        build_reference,
+        drift_summary,
+        realized_performance,
+    )
 
     spec = load_spec(DEFAULT_SPEC_PATH)
     rng = np.random.default_rng(3)
@@ -79,12 +92,12 @@ def test_monitoring_summary_separates_feature_and_prediction_drift():
     profile = build_reference(spec, train, rng.beta(2, 8, len(train)))
     current = generate_frame(spec, date(2026, 1, 2), 4_000, rng)
     steady = drift_summary(profile, current, rng.beta(2, 8, len(current)))
-    assert steady["prediction_psi"] < 0.05 and not steady["dataset_drift"]
+    assert steady.prediction_psi < 0.05 and not steady.dataset_drift
     moved = drift_summary(profile, current, rng.beta(5, 5, len(current)))
-    assert moved["prediction_psi"] > 0.5 and moved["drifted_features"] == []
+    assert moved.prediction_psi > 0.5 and moved.drifted_features == []
 
     labelled = current.assign(label=(current[spec.label.column].astype(str) == "1").astype(float))
     labelled.loc[labelled.index[:1000], "label"] = np.nan  # labels not yet known for some rows
     perf = realized_performance(labelled, rng.random(len(labelled)), 0.5, ["gender"])
-    assert perf["labelled_rows"] == 3_000 and 0.4 < perf["metrics"]["roc_auc"] < 0.6
-    assert set(perf["groups"]["gender"]["group"]) >= {"female", "male"}
+    assert perf.labelled_rows == 3_000 and perf.metrics is not None and 0.4 < perf.metrics["roc_auc"] < 0.6
+    assert set(perf.groups["gender"]["group"]) >= {"female", "male"}

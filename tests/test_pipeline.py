@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from kennel.demo import generate
-from kennel.features import ModelCard
+from kennel.model import ModelCard
 from tests.projects import Project, days, spec_file
 
 pytestmark = pytest.mark.slow
@@ -43,15 +43,26 @@ def test_every_asset_is_materialized_and_every_check_passes(demo):
         assert project.instance.get_latest_materialization_event(key) is not None, key.to_user_string()
     evaluations = ingest.get_asset_check_evaluations() + train.get_asset_check_evaluations()
     names = {e.check_name for e in evaluations}
-    assert {"rows_reconcile", "quarantine_rate", "gx_not_null", "gx_ranges", "gx_categories", "gx_unique_id",
-            "gx_row_count"} <= names
+    assert {
+        "rows_reconcile",
+        "quarantine_rate",
+        "gx_not_null",
+        "gx_ranges",
+        "gx_categories",
+        "gx_unique_id",
+        "gx_row_count",
+    } <= names
     assert any(n.startswith("unique_features") for n in names), "dbt tests run as asset checks"
     assert [e.check_name for e in evaluations if not e.passed] == []
 
 
 def test_row_counts_add_up_from_landing_to_training_set(demo):
     project, report, _, _ = demo
-    raw, clean, quarantine = project.metadata("raw_records"), project.metadata("clean_records"), project.metadata("quarantined_records")
+    raw, clean, quarantine = (
+        project.metadata("raw_records"),
+        project.metadata("clean_records"),
+        project.metadata("quarantined_records"),
+    )
     assert raw["rows"] == report.total_rows == DAYS * ROWS_PER_DAY
     assert clean["rows_in"] == raw["rows"] == clean["rows_out"] + quarantine["rows"]
     assert quarantine["rows"] == 0  # baseline data is clean
@@ -62,7 +73,11 @@ def test_row_counts_add_up_from_landing_to_training_set(demo):
 
 def test_model_evaluation_and_bento(demo):
     project, _, _, _ = demo
-    model, evaluation, bento = project.metadata("model"), project.metadata("model_evaluation"), project.metadata("bento")
+    model, evaluation, bento = (
+        project.metadata("model"),
+        project.metadata("model_evaluation"),
+        project.metadata("bento"),
+    )
     assert model["device"] == "cpu" and model["best_iteration"] >= 0
     assert 0.7 < evaluation["roc_auc"] <= 1.0
     assert 0 < evaluation["log_loss"] < 0.69  # better than a coin
@@ -91,10 +106,10 @@ def _materialized(result: dg.ExecuteInProcessResult) -> set[str]:
 
 
 def test_the_gate_decides_promotion_and_rollback_restores_the_previous_bento(demo):
-    from kennel.champion import ChampionRegistry
+    from kennel.lake.champion import ChampionRegistry
 
     project, _, _, first = demo
-    registry = ChampionRegistry(project.lake.path(), project.spec.name)
+    registry = ChampionRegistry(project.lake.dataset(project.spec.name))
     champion = registry.current()
     assert champion.run_id == first.run_id and champion.event == "promoted"
     assert _gate(first).passed and "floors" in _gate(first).metadata["decision"].value
@@ -113,11 +128,13 @@ def test_the_gate_decides_promotion_and_rollback_restores_the_previous_bento(dem
     assert gate.metadata["bootstrap_difference"].value == 0.0
     assert {"model", "model_evaluation"} <= _materialized(same) and not {"champion", "bento"} & _materialized(same)
     assert registry.current().run_id == first.run_id and project.metadata("bento") == first_bento
-    assert registry.decisions()[-1]["challenger"]["run_id"] == same.run_id
+    refused = registry.decisions()[-1]
+    assert refused.challenger.run_id == same.run_id and not refused.passed
 
     # Accepting a challenger that is not worse (non-inferiority margin) promotes it and builds its Bento.
-    second = project.run("train_and_package",
-                         run_config={"ops": {"model_evaluation": {"config": {"min_improvement": -0.01}}}})
+    second = project.run(
+        "train_and_package", run_config={"ops": {"model_evaluation": {"config": {"min_improvement": -0.01}}}}
+    )
     assert second.success and _gate(second).passed and {"champion", "bento"} <= _materialized(second)
     assert registry.current().run_id == second.run_id
     second_bento = project.metadata("bento")
@@ -130,13 +147,17 @@ def test_the_gate_decides_promotion_and_rollback_restores_the_previous_bento(dem
     assert (restored.run_id, restored.event) == (first.run_id, "rolled_back")
     bento = project.metadata("bento")
     assert (bento["bento_tag"], bento["model_tag"], bento["built"]) == (
-        first_bento["bento_tag"], first_bento["model_tag"], False)
-    assert [e["event"] for e in registry.history()] == ["promoted", "bento", "promoted", "bento", "rolled_back"]
+        first_bento["bento_tag"],
+        first_bento["model_tag"],
+        False,
+    )
+    assert [e.event for e in registry.history()] == ["promoted", "bento", "promoted", "bento", "rolled_back"]
     assert project.metadata("champion")["run_id"] == first.run_id
 
     # Serving already follows the champion: the sensor has nothing to do.
-    with dg.build_sensor_context(instance=project.instance, definitions=project.defs,
-                                 resources=project.defs.resources) as context:
+    with dg.build_sensor_context(
+        instance=project.instance, definitions=project.defs, resources=project.defs.resources
+    ) as context:
         tick = project.defs.resolve_sensor_def("bento_follows_champion")(context)
     assert isinstance(tick, dg.SkipReason) and "already serves" in tick.skip_message
 
@@ -152,15 +173,17 @@ def test_failed_validation_blocks_downstream_and_is_never_trained_on(tmp_path):
         # The last day arrives without its label column: every row is quarantined, clean is empty.
         bad = tmp_path / "landing" / days[-1] / "part-00000.csv"
         pd.read_csv(bad, dtype=str).drop(columns=[project.spec.label.column]).to_csv(bad, index=False)
-        everything = dg.define_asset_job("everything", selection="*", partitions_def=project.defs.resolve_job_def(
-            "ingest_daily").partitions_def).resolve(asset_graph=project.defs.resolve_asset_graph())
-        result = everything.execute_in_process(instance=instance, partition_key=days[-1], raise_on_error=False,
-                                               resources=project.defs.resources)
+        everything = dg.define_asset_job(
+            "everything", selection="*", partitions_def=project.defs.resolve_job_def("ingest_daily").partitions_def
+        ).resolve(asset_graph=project.defs.resolve_asset_graph())
+        result = everything.execute_in_process(
+            instance=instance, partition_key=days[-1], raise_on_error=False, resources=project.defs.resources
+        )
         failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
         assert {"gx_row_count", "quarantine_rate"} <= failed
         materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
         assert "model" not in materialized and "features" not in materialized and "bento" not in materialized
-        quarantine = pd.read_parquet(project.lake.quarantine_dir(project.spec.name, days[-1]))
+        quarantine = pd.read_parquet(project.lake.dataset(project.spec.name).quarantine_dir(days[-1]))
         assert set(quarantine["reason"]) == {"missing_column"} and len(quarantine) == 200
 
         # A later training run skips the failed day and says so.

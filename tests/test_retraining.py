@@ -2,7 +2,12 @@
 
 from datetime import datetime, timedelta
 
-from kennel.retraining import LoopState, PartitionSignal, RetrainPolicy, decide
+from kennel.monitoring.retraining import (
+    LoopState,
+    PartitionSignal,
+    RetrainPolicy,
+    decide,
+)
 
 T0 = datetime(2026, 2, 1, 12, 0)
 POLICY = RetrainPolicy(cooldown=timedelta(hours=6), max_retrains_per_day=2, min_new_validated_rows=500)
@@ -17,13 +22,16 @@ def test_drift_retrains_once_and_repeated_ticks_repeat_nothing():
     assert [d.action for d in decisions] == ["skip", "retrain"]
     assert decisions[-1].run_key and decisions[-1].days == ("2026-02-01",)
     # The restarted sensor replays the same evidence from its cursor: no new decision, no new run.
-    again, state2 = decide(POLICY, [drift("2026-02-01")], LoopState.from_json(state.to_json()), T0 + timedelta(minutes=1))
+    again, state2 = decide(
+        POLICY, [drift("2026-02-01")], LoopState.from_json(state.to_json()), T0 + timedelta(minutes=1)
+    )
     assert again == [] and state2.pending == []
 
 
 def test_failed_partition_alerts_and_never_triggers_training():
-    bad = PartitionSignal(day="2026-02-01", quality_passed=False, rows=1000, drifted_share=0.9,
-                          failed_checks=("gx_row_count",))
+    bad = PartitionSignal(
+        day="2026-02-01", quality_passed=False, rows=1000, drifted_share=0.9, failed_checks=("gx_row_count",)
+    )
     decisions, state = decide(POLICY, [bad], LoopState(), T0)
     assert [(d.action, d.reason) for d in decisions] == [("alert", "partition failed validation: gx_row_count")]
     assert state.pending == [] and state.rows_since_retrain == 0
@@ -51,8 +59,9 @@ def test_daily_limit_and_minimum_rows_hold_retraining():
 
 def test_performance_decay_triggers_and_no_signal_only_logs():
     decay = PartitionSignal(day="2026-02-01", quality_passed=True, rows=1000, realized_auc=0.70, champion_auc=0.80)
-    calm = PartitionSignal(day="2026-02-02", quality_passed=True, rows=1000, drifted_share=0.05,
-                           realized_auc=0.79, champion_auc=0.80)
+    calm = PartitionSignal(
+        day="2026-02-02", quality_passed=True, rows=1000, drifted_share=0.05, realized_auc=0.79, champion_auc=0.80
+    )
     decisions, _ = decide(POLICY, [decay, calm], LoopState(), T0)
     assert [d.action for d in decisions] == ["skip", "skip", "retrain"]
     assert "performance decay" in decisions[0].reason and decisions[1].reason.startswith("no drift")

@@ -13,7 +13,8 @@ from dagster_aws.s3 import S3Resource
 from assets.ingestion import build_ingestion_assets
 from definitions import build_definitions
 from kennel.demo import generate
-from kennel.s3 import MANIFEST, list_objects
+from kennel.lake.records import QualityRecord
+from kennel.lake.s3 import MANIFEST, list_objects
 from kennel.spec import DEFAULT_SPEC_PATH, load_spec
 from resources.lake import LakeResource
 
@@ -25,7 +26,9 @@ def buckets(s3_endpoint):
     resource = S3Resource(endpoint_url=s3_endpoint)
     client = resource.get_client()
     for bucket in ("landing", "lake"):
-        for obj in list_objects(client, bucket, "") if bucket in {b["Name"] for b in client.list_buckets()["Buckets"]} else ():
+        for obj in (
+            list_objects(client, bucket, "") if bucket in {b["Name"] for b in client.list_buckets()["Buckets"]} else ()
+        ):
             client.delete_object(Bucket=bucket, Key=obj.key)
         client.create_bucket(Bucket=bucket)
     return resource, client
@@ -55,7 +58,8 @@ def test_s3_source_and_lake_end_to_end(tmp_path, buckets):
     defs = build_definitions(str(spec_path), resources={"lake": lake, "s3": s3})
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def("ingest_daily").execute_in_process(
-            instance=instance, raise_on_error=False,
+            instance=instance,
+            raise_on_error=False,
             tags={"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]},
         )
         assert result.success
@@ -65,14 +69,17 @@ def test_s3_source_and_lake_end_to_end(tmp_path, buckets):
     for day in DAYS:
         raw = json.loads(_body(client, f"kennel/raw/credit_demo/{day}/{MANIFEST}"))
         assert {f["name"] for f in raw["files"]} == {p.name for p in report.files if p.parent.name == day}
-        record = json.loads(_body(client, f"kennel/quality/credit_demo/{day}.json"))
-        assert record["passed"] and record["rows_in"] == report.rows_per_day[day]
-        assert record["reasons"] == {k: v for k, v in report.expected_reasons_by_day[day].items() if v}
+        record = QualityRecord.model_validate_json(_body(client, f"kennel/quality/credit_demo/{day}.json"))
+        assert record.day == day and record.passed and record.rows_in == report.rows_per_day[day]
+        assert record.reasons == {k: v for k, v in report.expected_reasons_by_day[day].items() if v}
         for table in ("clean", "quarantine"):
             body = _body(client, f"kennel/{table}/credit_demo/date={day}/part-00000.parquet")
             # The quality record, written last, names exactly the bytes that are on S3.
-            assert hashlib.sha256(body).hexdigest() == record["outputs"][table]["sha256"]
-            assert body == (tmp_path / "mirror" / table / "credit_demo" / f"date={day}" / "part-00000.parquet").read_bytes()
+            assert hashlib.sha256(body).hexdigest() == record.outputs[table].sha256
+            assert (
+                body
+                == (tmp_path / "mirror" / table / "credit_demo" / f"date={day}" / "part-00000.parquet").read_bytes()
+            )
     assert not [k for k in keys if "_staging" in k or "/." in k], "no temporary object is left on S3"
 
     # A fresh machine (empty working folder) re-cleans a day from the S3 lake alone, to the same bytes.
@@ -80,15 +87,21 @@ def test_s3_source_and_lake_end_to_end(tmp_path, buckets):
     fresh = LakeResource(root="s3://lake/kennel", mirror=str(tmp_path / "fresh-mirror"), s3=s3)
     clean_assets = [a for a in build_ingestion_assets(spec) if dg.AssetKey("clean_records") in a.keys]
     with dg.instance_for_test() as instance:
-        again = dg.materialize(clean_assets, partition_key=DAYS[1], instance=instance,
-                               resources={"lake": fresh, "pyspark": defs.resources["pyspark"]})
+        again = dg.materialize(
+            clean_assets,
+            partition_key=DAYS[1],
+            instance=instance,
+            resources={"lake": fresh, "pyspark": defs.resources["pyspark"]},
+        )
         assert again.success
     assert _body(client, f"kennel/clean/credit_demo/date={DAYS[1]}/part-00000.parquet") == before
-    assert (tmp_path / "fresh-mirror" / "clean" / "credit_demo" / f"date={DAYS[1]}" / "part-00000.parquet").read_bytes() == before
+    assert (
+        tmp_path / "fresh-mirror" / "clean" / "credit_demo" / f"date={DAYS[1]}" / "part-00000.parquet"
+    ).read_bytes() == before
 
 
 def test_unpublished_raw_day_fails_clearly(tmp_path, buckets):
     s3, _ = buckets
     lake = LakeResource(root="s3://lake/kennel", mirror=str(tmp_path / "mirror"), s3=s3)
     with pytest.raises(FileNotFoundError, match="never published"):
-        lake.fetch_dir(lake.raw_dir("credit_demo", "2026-02-01"))
+        lake.fetch_dir(lake.dataset("credit_demo").raw_dir("2026-02-01"))

@@ -1,8 +1,8 @@
 """End-to-end serving: train a small booster on synthetic demo-spec records, store it, build a Bento,
 run `bentoml serve` on that Bento in a subprocess (one per module) and talk HTTP to it.
 
-The server gets a temporary BENTOML_HOME and lake, no PYTHONPATH and no Dagster settings, so it
-can only use what the Bento carries.
+The server gets a temporary BENTOML_HOME, no PYTHONPATH, no KENNEL_LAKE_ROOT and no Dagster
+settings, so it can only use what the Bento carries, and logs to the lake the Bento was built with.
 """
 
 from __future__ import annotations
@@ -16,20 +16,21 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import requests
+from test_serving_unit import library_scores, synthetic_records, train_model_folder
 
-from kennel.features import ModelCard
-from kennel.serving import load_booster, predict_frame
+from kennel.lake import Lake
+from kennel.model import Model, ModelCard
 from kennel.spec import PROJECT_ROOT, load_spec
-from test_serving_unit import synthetic_records, train_model_folder
 
 pytestmark = pytest.mark.serving
 
@@ -70,9 +71,11 @@ class BuiltBento:
     model_tag: str
     bento_tag: str
     card: ModelCard
-    booster: Any  # the stored model, loaded in-process like the service loads it
+    model_dir: Path  # the stored model's folder in the model store
+    model: Model  # the stored model, loaded in-process like the service loads it
     records: list[dict[str, Any]]
-    expected: np.ndarray  # in-process probabilities for `records` via the training path
+    expected: np.ndarray  # probabilities for `records` from XGBoost itself on the training frame
+    built_lake: Path  # the lake the Bento was built with (its kennel_model.json names it)
 
 
 @dataclass(frozen=True)
@@ -84,25 +87,32 @@ class Served(BuiltBento):
 
 
 def build_test_bento(tmp_path_factory: pytest.TempPathFactory) -> BuiltBento:
-    """Train on synthetic records, save to the model store, build a Bento (conftest points
-    BENTOML_HOME at the session's temp folder)."""
+    """Train on synthetic records, save to the model store, build a Bento for a fresh lake (conftest
+    points BENTOML_HOME at the session's temp folder)."""
     import bentoml
 
-    from kennel.registry import build_bento, load_model_folder, save_model
+    from kennel.serving.model_store import build_bento, load_model_folder, save_model
 
     spec = load_spec(DEMO_SPEC)
     rng = np.random.default_rng(7)
     records = synthetic_records(spec, N_RECORDS, rng)
     model_dir = tmp_path_factory.mktemp("model") / "credit_demo"
     train_model_folder(model_dir, spec, records, rng)
-    model_tag = save_model(model_dir, name="credit_demo_clf",
-                           labels={"dataset": spec.name, "owner": spec.owner}, metadata={"run_id": "test"})
-    bento_tag = build_bento(model_tag, bento_name="kennel_credit_demo", labels={"Model": model_tag})
+    model_tag = save_model(
+        model_dir,
+        name="credit_demo_clf",
+        labels={"dataset": spec.name, "owner": spec.owner},
+        metadata={"run_id": "test"},
+    )
+    built_lake = Lake(tmp_path_factory.mktemp("built-lake"))
+    bento_tag = build_bento(model_tag, bento_name="kennel_credit_demo", labels={"Model": model_tag}, lake=built_lake)
     assert bentoml.bentos.get(bento_tag).tag.name == "kennel_credit_demo"
     stored_dir = load_model_folder(model_tag)
-    card = ModelCard.load(stored_dir)
-    booster = load_booster(stored_dir)
-    return BuiltBento(model_tag, bento_tag, card, booster, records, predict_frame(booster, card, records))
+    model = Model.load(stored_dir)
+    expected = library_scores(stored_dir, records)
+    # the service scores through Model; in-process it agrees with the library on the training frame
+    np.testing.assert_allclose(model.score(records), expected, rtol=0, atol=1e-6)
+    return BuiltBento(model_tag, bento_tag, model.card, stored_dir, model, records, expected, built_lake.root)
 
 
 def free_port() -> int:
@@ -111,19 +121,33 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(bento_tag: str, run_dir: Path, settings: dict[str, str]) -> tuple[subprocess.Popen[bytes], str,
-                                                                                  list[str], dict[str, str]]:
-    """`bentoml serve <bento_tag>` on a free port in its own session; waits for /readyz."""
+def start_server(
+    bento_tag: str, run_dir: Path, settings: dict[str, str | None]
+) -> tuple[subprocess.Popen[bytes], str, list[str], dict[str, str]]:
+    """`bentoml serve <bento_tag>` on a free port in its own session; waits for /readyz. A setting
+    of None removes that variable from the server's environment."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    command = [str(Path(sys.executable).with_name("bentoml")), "serve", bento_tag,
-               "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        str(Path(sys.executable).with_name("bentoml")),
+        "serve",
+        bento_tag,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and "dagster" not in k.lower()}
-    env.update(settings)
+    for key, value in settings.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     log_path = run_dir / "server.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(command, cwd=run_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            command, cwd=run_dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -155,14 +179,18 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     built = build_test_bento(tmp_path_factory)
     run_dir = tmp_path_factory.mktemp("serve")
-    lake = run_dir / "lake"
-    proc, base_url, command, env = start_server(built.bento_tag, run_dir, {
-        "KENNEL_LAKE_ROOT": str(lake),
-        "KENNEL_PREDICTION_LOG_FLUSH_S": "1",
-        "KENNEL_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
-    })
+    proc, base_url, command, env = start_server(
+        built.bento_tag,
+        run_dir,
+        {
+            # unset: the service logs to the lake named in the Bento's manifest (the one it was built with)
+            "KENNEL_LAKE_ROOT": None,
+            "KENNEL_PREDICTION_LOG_FLUSH_S": "1",
+            "KENNEL_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
+        },
+    )
     try:
-        yield Served(**vars(built), base_url=base_url, lake=lake, command=command, env=env)
+        yield Served(**vars(built), base_url=base_url, lake=built.built_lake, command=command, env=env)
     finally:
         stop_server(proc)
 
@@ -223,8 +251,12 @@ def _arrow_body(records: list[dict[str, Any]]) -> bytes:
 
 
 def _post_arrow(served: Served, body: bytes) -> requests.Response:
-    return requests.post(f"{served.base_url}/predict_arrow", data=body,
-                         headers={"Content-Type": "application/vnd.apache.arrow.stream"}, timeout=30)
+    return requests.post(
+        f"{served.base_url}/predict_arrow",
+        data=body,
+        headers={"Content-Type": "application/vnd.apache.arrow.stream"},
+        timeout=30,
+    )
 
 
 def test_predict_arrow_matches_in_process(served: Served) -> None:
@@ -241,8 +273,12 @@ def test_predict_arrow_refuses_what_json_refuses(served: Served) -> None:
     _assert_rejected(resp, "region")
     resp = _post_arrow(served, b"not arrow at all")
     assert resp.status_code == 400 and resp.json()["detail"][0]["type"] == "arrow_invalid"
-    resp = requests.post(f"{served.base_url}/predict_arrow", data=_arrow_body(served.records[:2]),
-                         headers={"Content-Type": "application/json"}, timeout=30)
+    resp = requests.post(
+        f"{served.base_url}/predict_arrow",
+        data=_arrow_body(served.records[:2]),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
     assert resp.status_code == 415
 
 
@@ -274,7 +310,8 @@ def test_id_and_sensitive_columns_are_optional_and_ignored(served: Served) -> No
 def test_nullable_features_may_be_omitted(served: Served) -> None:
     nullable = {f.name for f in load_spec(DEMO_SPEC).features if f.nullable}
     record = {k: v for k, v in served.records[2].items() if k not in nullable}
-    expected = predict_frame(served.booster, served.card, [record])[0]
+    expected = library_scores(served.model_dir, [record])[0]
+    assert served.model.score([record])[0] == pytest.approx(expected, abs=1e-6)
     resp = _post(served, "/predict", record)
     assert resp.status_code == 200, resp.text
     assert resp.json()["probability"] == pytest.approx(expected, abs=1e-6)
@@ -324,18 +361,29 @@ MALFORMED: dict[str, tuple[str, Callable[[dict[str, Any]], Any], str | None]] = 
     "empty_batch": ("/predict_batch", lambda record: {"records": []}, "records"),
     "batch_not_wrapped": ("/predict_batch", lambda record: [record], None),
     "batch_extra_field": ("/predict_batch", lambda record: {"records": [record], "limit": 3}, "limit"),
-    "bad_record_in_batch": ("/predict_batch",
-                            lambda record: {"records": [record, {**record, "region": "x"}]}, "region"),
+    "bad_record_in_batch": (
+        "/predict_batch",
+        lambda record: {"records": [record, {**record, "region": "x"}]},
+        "region",
+    ),
     "columns_misaligned": ("/predict_columns", lambda record: {**_as_columns(record), "age": [40.0]}, "age"),
-    "columns_bad_value": ("/predict_columns",
-                          lambda record: {**_as_columns(record), "region": ["west", "mars"]}, "region"),
+    "columns_bad_value": (
+        "/predict_columns",
+        lambda record: {**_as_columns(record), "region": ["west", "mars"]},
+        "region",
+    ),
     "columns_scalar": ("/predict_columns", lambda record: record, "age"),
-    "feedback_bad_request_id": ("/feedback", lambda record: {"labels": [{"request_id": "123", "label": 1}]},
-                                "request_id"),
-    "feedback_bad_label": ("/feedback", lambda record: {"labels": [{"request_id": "a" * 32, "label": "yes"}]},
-                           "label"),
-    "feedback_boolean_label": ("/feedback", lambda record: {"labels": [{"request_id": "a" * 32, "label": True}]},
-                               "label"),
+    "feedback_bad_request_id": (
+        "/feedback",
+        lambda record: {"labels": [{"request_id": "123", "label": 1}]},
+        "request_id",
+    ),
+    "feedback_bad_label": ("/feedback", lambda record: {"labels": [{"request_id": "a" * 32, "label": "yes"}]}, "label"),
+    "feedback_boolean_label": (
+        "/feedback",
+        lambda record: {"labels": [{"request_id": "a" * 32, "label": True}]},
+        "label",
+    ),
     "feedback_empty": ("/feedback", lambda record: {"labels": []}, "labels"),
 }
 
@@ -352,31 +400,34 @@ def test_non_finite_number_is_rejected(served: Served, literal: str, route: str)
     # requests' json= refuses NaN (allow_nan=False), so put the bare literal into the body by hand.
     record = {**served.records[4], "interest_rate": "__X__"}
     body = json.dumps(record if route == "/predict" else _as_columns(record, 1)).replace('"__X__"', literal)
-    resp = requests.post(f"{served.base_url}{route}", data=body, headers={"Content-Type": "application/json"},
-                         timeout=30)
+    resp = requests.post(
+        f"{served.base_url}{route}", data=body, headers={"Content-Type": "application/json"}, timeout=30
+    )
     _assert_rejected(resp, "interest_rate")
 
 
 @pytest.mark.parametrize("route", ["/predict", "/predict_batch", "/predict_columns", "/feedback"])
 def test_invalid_json_is_rejected(served: Served, route: str) -> None:
-    resp = requests.post(f"{served.base_url}{route}", data=b'{"age": 4',
-                         headers={"Content-Type": "application/json"}, timeout=30)
+    resp = requests.post(
+        f"{served.base_url}{route}", data=b'{"age": 4', headers={"Content-Type": "application/json"}, timeout=30
+    )
     assert resp.status_code == 400, resp.text
     assert resp.json()["detail"][0]["type"] == "json_invalid"
 
 
-@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
-                                          "multipart/form-data; boundary=x"])
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"]
+)
 def test_a_body_that_is_not_json_gets_415(served: Served, content_type: str | None) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
-    resp = requests.post(f"{served.base_url}/predict", data=json.dumps(served.records[0]), headers=headers,
-                         timeout=30)
+    resp = requests.post(f"{served.base_url}/predict", data=json.dumps(served.records[0]), headers=headers, timeout=30)
     assert resp.status_code == 415, resp.text
     assert "Content-Type: application/json" in resp.json()["error"]
 
 
-def _raw_post(served: Served, path: str, headers: dict[str, str], body: Any, encode_chunked: bool = False
-              ) -> tuple[int, bytes]:
+def _raw_post(
+    served: Served, path: str, headers: dict[str, str], body: Any, encode_chunked: bool = False
+) -> tuple[int, bytes]:
     host, port = served.base_url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     try:
@@ -398,8 +449,12 @@ def _raw_post(served: Served, path: str, headers: dict[str, str], body: Any, enc
 
 def test_oversize_body_gets_413_without_being_read(served: Served) -> None:
     # Declares 50 MB and sends only the start: the answer comes from the Content-Length alone.
-    status, body = _raw_post(served, "/predict_batch", {"Content-Type": "application/json",
-                                                        "Content-Length": str(50_000_000)}, b'{"records": [')
+    status, body = _raw_post(
+        served,
+        "/predict_batch",
+        {"Content-Type": "application/json", "Content-Length": str(50_000_000)},
+        b'{"records": [',
+    )
     assert status == 413
     error = json.loads(body)["error"]
     assert f"{MAX_REQUEST_BYTES:,} bytes" in error and "KENNEL_MAX_REQUEST_BYTES" in error
@@ -408,9 +463,13 @@ def test_oversize_body_gets_413_without_being_read(served: Served) -> None:
 def test_oversize_chunked_body_gets_413(served: Served) -> None:
     record = json.dumps(served.records[0]).encode()
     chunks = [b'{"records": [' + record] + [b"," + record] * (MAX_REQUEST_BYTES // len(record) + 50) + [b"]}"]
-    status, body = _raw_post(served, "/predict_batch", {"Content-Type": "application/json",
-                                                        "Transfer-Encoding": "chunked"}, chunks,
-                             encode_chunked=True)
+    status, body = _raw_post(
+        served,
+        "/predict_batch",
+        {"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        chunks,
+        encode_chunked=True,
+    )
     assert status == 413 and len(body) < 500
 
 
@@ -434,7 +493,9 @@ def test_openapi_document_is_the_services_own(served: Served) -> None:
     doc = requests.get(f"{served.base_url}/docs.json", timeout=10).json()
     assert doc["openapi"] == "3.1.0"
     assert doc["info"]["version"] == served.model_tag
-    assert {"/predict", "/predict_batch", "/predict_columns", "/predict_arrow", "/feedback", "/readyz"} <= set(doc["paths"])
+    assert {"/predict", "/predict_batch", "/predict_columns", "/predict_arrow", "/feedback", "/readyz"} <= set(
+        doc["paths"]
+    )
     record = doc["components"]["schemas"]["CreditDemoRecord"]
     assert set(served.card.feature_names) <= set(record["properties"])
     assert record["additionalProperties"] is False
@@ -450,10 +511,31 @@ def test_schemathesis_finds_no_server_errors(served: Served, tmp_path: Path) -> 
     hooks.write_text(SCHEMATHESIS_HOOKS)
     st = Path(sys.executable).with_name("st")
     result = subprocess.run(
-        [str(st), "--config-file", str(config), "run", f"{served.base_url}/docs.json",
-         "--max-examples", "10", "--seed", "1", "--generation-database", "none", "--workers", "1",
-         "--phases", "examples,coverage,fuzzing", "--no-color", "--output-truncate", "true"],
-        capture_output=True, text=True, timeout=240, cwd=tmp_path, env={**os.environ, "SCHEMATHESIS_HOOKS": str(hooks)},
+        [
+            str(st),
+            "--config-file",
+            str(config),
+            "run",
+            f"{served.base_url}/docs.json",
+            "--max-examples",
+            "10",
+            "--seed",
+            "1",
+            "--generation-database",
+            "none",
+            "--workers",
+            "1",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--no-color",
+            "--output-truncate",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": str(hooks)},
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert re.search(r"Tested: 9\b", result.stdout), result.stdout[-3000:]
@@ -463,24 +545,31 @@ def test_schemathesis_finds_no_server_errors(served: Served, tmp_path: Path) -> 
 
 
 def test_predictions_and_feedback_land_in_the_lake(served: Served) -> None:
-    from kennel.prediction_log import read_predictions
+    from kennel.serving.prediction_log import read_predictions
 
     records = [{**r, "application_id": f"lake-{i}"} for i, r in enumerate(served.records[10:17])]
     single = [_post(served, "/predict", r).json() for r in records[:2]]
     batch = _post(served, "/predict_batch", {"records": records[2:5]}).json()
     arrow = _post_arrow(served, _arrow_body(records[5:])).json()
     endpoints = ["/predict"] * 2 + ["/predict_batch"] * 3 + ["/predict_arrow"] * 2
-    answers = single + batch + [{"request_id": rid, "probability": p, "label": label}
-                                for rid, p, label in zip(arrow["request_id"], arrow["probability"], arrow["label"])]
+    answers = (
+        single
+        + batch
+        + [
+            {"request_id": rid, "probability": p, "label": label}
+            for rid, p, label in zip(arrow["request_id"], arrow["probability"], arrow["label"])
+        ]
+    )
     by_id = {a["request_id"]: (a, r, e) for a, r, e in zip(answers, records, endpoints)}
     outcomes = {answers[0]["request_id"]: 1, answers[3]["request_id"]: 0}
-    resp = _post(served, "/feedback", {"labels": [{"request_id": rid, "label": label}
-                                                  for rid, label in outcomes.items()]})
+    resp = _post(
+        served, "/feedback", {"labels": [{"request_id": rid, "label": label} for rid, label in outcomes.items()]}
+    )
     assert resp.status_code == 200 and resp.json() == {"recorded": 2}
 
     deadline = time.monotonic() + 30  # the log is written every second
     while True:
-        frame = read_predictions(served.lake, "credit_demo")
+        frame = read_predictions(Lake(served.lake).dataset("credit_demo"))
         frame = frame[frame["request_id"].isin(by_id)]
         if len(frame) == len(by_id) or time.monotonic() > deadline:
             break
@@ -495,7 +584,7 @@ def test_predictions_and_feedback_land_in_the_lake(served: Served) -> None:
         assert row.age == record["age"] and row.region == record["region"]
         assert row.endpoint == endpoint
         expected = outcomes.get(row.request_id)
-        assert (pd.isna(row.actual_label) if expected is None else row.actual_label == expected)
+        assert pd.isna(row.actual_label) if expected is None else row.actual_label == expected
 
 
 # --- the Bento itself ----------------------------------------------------------------------------
@@ -504,14 +593,30 @@ def test_predictions_and_feedback_land_in_the_lake(served: Served) -> None:
 def test_bento_pins_its_model_and_knows_nothing_of_dagster(served: Served) -> None:
     import bentoml
 
+    from kennel.serving.model_store import BENTO_MANIFEST, KENNEL_DIR, serving_modules
+
     bento = bentoml.bentos.get(served.bento_tag)
     assert [str(m.tag) for m in bento.info.all_models] == [served.model_tag]
     src = Path(bento.path) / "src"
-    assert json.loads((src / "kennel_model.json").read_text()) == {"model_tag": served.model_tag}
-    assert (src / "kennel" / "serving.py").is_file() and (src / "kennel" / "prediction_log.py").is_file()
+    manifest = json.loads((src / BENTO_MANIFEST).read_text())
+    assert manifest == {"model_tag": served.model_tag, "lake_root": str(served.built_lake)}
+    # Only the kennel modules the service imports travel: serving and the model, not the pipeline.
+    shipped = {p.relative_to(src).as_posix() for p in (src / "kennel").rglob("*.py")}
+    assert {
+        "kennel/serving/api.py",
+        "kennel/serving/prediction_log.py",
+        "kennel/model/booster.py",
+        "kennel/lake/__init__.py",
+    } <= shipped, shipped
+    assert not [
+        f
+        for f in shipped
+        if f.startswith(("kennel/ingestion/", "kennel/training/", "kennel/monitoring/", "kennel/demo/"))
+    ], shipped
+    assert shipped == {"kennel/" + m.relative_to(KENNEL_DIR).as_posix() for m in serving_modules()}
     # Only Python source travels (bentoml adds its own bentofile.yaml).
     others = {p.name for p in src.rglob("*") if p.is_file() and p.suffix != ".py"}
-    assert others <= {"kennel_model.json", "bentofile.yaml"}, others
+    assert others <= {BENTO_MANIFEST, "bentofile.yaml"}, others
     for path in src.rglob("*.py"):
         assert not re.search(r"^\s*(import|from)\s+dagster", path.read_text(), re.M), path
     requirements = (Path(bento.path) / "env" / "python" / "requirements.txt").read_text()
@@ -521,15 +626,19 @@ def test_bento_pins_its_model_and_knows_nothing_of_dagster(served: Served) -> No
     assert not any("dagster" in key.lower() for key in served.env)
 
 
-def test_each_build_pins_its_own_model(served: Served) -> None:
+def test_each_build_pins_its_own_model(served: Served, tmp_path: Path) -> None:
     # bentoml caches the imported service module; a second build in one process must not reuse
     # the first build's module (and with it the first model).
     import bentoml
 
-    from kennel.registry import build_bento, load_model_folder, save_model
+    from kennel.serving.model_store import build_bento, load_model_folder, save_model
 
     second = save_model(load_model_folder(served.model_tag), name="credit_demo_clf", labels={}, metadata={})
     assert second != served.model_tag
-    bento_tag = build_bento(second, bento_name="kennel_credit_demo", labels={})
-    assert [str(m.tag) for m in bentoml.bentos.get(bento_tag).info.all_models] == [second]
+    other_lake = Lake(tmp_path / "other-lake")
+    bento_tag = build_bento(second, bento_name="kennel_credit_demo", labels={}, lake=other_lake)
+    bento = bentoml.bentos.get(bento_tag)
+    assert [str(m.tag) for m in bento.info.all_models] == [second]
+    manifest = json.loads((Path(bento.path) / "src" / "kennel_model.json").read_text())
+    assert manifest == {"model_tag": second, "lake_root": str(other_lake.root)}
     assert "service" not in sys.modules

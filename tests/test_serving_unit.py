@@ -1,4 +1,5 @@
-"""Serving pieces in-process, no server: the fast encoder against the training path, the request
+"""Serving pieces in-process, no server: the model's serving paths against the training frame and
+the bare library, the request
 models, the HTTP guard, the OpenAPI document, registry labels."""
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from kennel.features import MODEL_FILE, SPEC_FILE, ModelCard, to_model_frame
-from kennel.serving import (
+from kennel.model import MODEL_FILE, SPEC_FILE, FeatureEncoder, Model, ModelCard, record_columns, to_model_frame
+from kennel.serving.api import (
     ARROW_MEDIA_TYPE,
     ApiDoc,
     ArrowReader,
-    FeatureEncoder,
     InputError,
     RequestGuard,
     batch_request_model,
@@ -27,12 +27,8 @@ from kennel.serving import (
     example_record,
     feedback_model,
     input_field_names,
-    load_booster,
     new_request_ids,
     openapi_document,
-    predict_frame,
-    predict_matrix,
-    record_columns,
     record_model,
 )
 from kennel.spec import PROJECT_ROOT, DatasetSpec, FeatureType, load_spec
@@ -40,7 +36,9 @@ from kennel.spec import PROJECT_ROOT, DatasetSpec, FeatureType, load_spec
 DEMO_SPEC = PROJECT_ROOT / "datasets" / "credit_demo.yaml"
 
 
-def synthetic_records(spec: DatasetSpec, n: int, rng: np.random.Generator, missing: float = 0.1) -> list[dict[str, Any]]:
+def synthetic_records(
+    spec: DatasetSpec, n: int, rng: np.random.Generator, missing: float = 0.1
+) -> list[dict[str, Any]]:
     """In-range records for every spec feature; nullable features are missing `missing` of the time.
 
     Plain Python values, because the service's record schema is strict (no numpy scalars).
@@ -63,6 +61,17 @@ def synthetic_records(spec: DatasetSpec, n: int, rng: np.random.Generator, missi
     return records
 
 
+def library_scores(model_dir: Path, records: Any) -> np.ndarray:
+    """Probabilities from XGBoost itself on the training frame (native categoricals), bypassing
+    kennel.model's encoder: the baseline every serving path must match."""
+    import xgboost
+
+    booster = xgboost.Booster(model_file=str(model_dir / MODEL_FILE))
+    booster.set_param({"nthread": 1})
+    frame = to_model_frame(records, ModelCard.load(model_dir))
+    return np.asarray(booster.inplace_predict(frame), dtype=np.float64)
+
+
 def synthetic_labels(spec: DatasetSpec, frame: Any, rng: np.random.Generator) -> np.ndarray:
     """Labels that depend on numeric and categorical features, so the booster splits on both."""
     score = np.zeros(len(frame))
@@ -76,8 +85,9 @@ def synthetic_labels(spec: DatasetSpec, frame: Any, rng: np.random.Generator) ->
     return (rng.random(len(frame)) < 1 / (1 + np.exp(-2 * score))).astype(int)
 
 
-def train_model_folder(folder: Path, spec: DatasetSpec, records: list[dict[str, Any]],
-                       rng: np.random.Generator, rounds: int = 20) -> None:
+def train_model_folder(
+    folder: Path, spec: DatasetSpec, records: list[dict[str, Any]], rng: np.random.Generator, rounds: int = 20
+) -> None:
     import xgboost
 
     card = ModelCard.for_spec(spec, threshold=0.5, model_version="test-serving")
@@ -108,17 +118,22 @@ def model_dir(spec: DatasetSpec, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 def test_encoder_scores_exactly_like_the_training_frame(spec: DatasetSpec, model_dir: Path) -> None:
-    card = ModelCard.load(model_dir)
-    booster = load_booster(model_dir)
+    model = Model.load(model_dir)
+    card = model.card
     rng = np.random.default_rng(5)
     # A third of nullable values missing, so NaN handling in every feature type is exercised.
     records = synthetic_records(spec, 2_000, rng, missing=0.33)
     record_cls = record_model(spec, card)
     validated = [record_cls.model_validate(r) for r in records]
     columns = record_columns(validated, input_field_names(spec, card))
-    served = predict_matrix(booster, FeatureEncoder(card).encode(columns, len(records)))
-    expected = predict_frame(booster, card, records)
+    served = model.score_columns(columns, len(records))  # the JSON request path
+    expected = library_scores(model_dir, records)  # XGBoost on the training frame
     np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6)
+    # the frame path (training, evaluation, monitoring) and a separately built encoder agree too
+    np.testing.assert_allclose(model.score(records), expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        model.score_matrix(FeatureEncoder(card).encode(columns, len(records))), expected, rtol=0, atol=1e-6
+    )
     assert len(np.unique(np.round(expected, 6))) > 100  # the model really varies with its inputs
 
 
@@ -151,36 +166,54 @@ def _arrow_body(table: Any) -> bytes:
 def test_arrow_tables_score_exactly_like_the_training_frame(spec: DatasetSpec, model_dir: Path) -> None:
     import pyarrow as pa
 
-    card = ModelCard.load(model_dir)
-    booster = load_booster(model_dir)
+    model = Model.load(model_dir)
+    card = model.card
     records = synthetic_records(spec, 2_000, np.random.default_rng(6), missing=0.33)
     for record in records:
         record["loan_term_months"] = float(round(record["loan_term_months"]))
     table = pa.Table.from_pylist(records)
     # categories as dictionary-encoded text, an integer column: both are accepted
     table = table.set_column(table.column_names.index("region"), "region", table.column("region").dictionary_encode())
-    table = table.set_column(table.column_names.index("loan_term_months"), "loan_term_months",
-                             table.column("loan_term_months").cast(pa.int32()))
+    table = table.set_column(
+        table.column_names.index("loan_term_months"),
+        "loan_term_months",
+        table.column("loan_term_months").cast(pa.int32()),
+    )
     checked = ArrowReader(spec, card).read(_arrow_body(table))
-    served = predict_matrix(booster, FeatureEncoder(card).encode_arrow(checked))
-    np.testing.assert_allclose(served, predict_frame(booster, card, records), rtol=0, atol=1e-6)
+    served = model.score_numbers(checked.values, checked.table.num_rows)  # the Arrow request path
+    np.testing.assert_allclose(served, library_scores(model_dir, records), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(
+        model.encoder.encode_numbers(checked.values, checked.table.num_rows), model.encoder.encode_frame(records)
+    )
 
 
-@pytest.mark.parametrize(("change", "loc", "kind"), [
-    (lambda t, pa: t.drop_columns(["age"]), ["age"], "missing"),
-    (lambda t, pa: t.append_column("colour", pa.array(["red"] * t.num_rows)), ["colour"], "extra_forbidden"),
-    (lambda t, pa: t.set_column(1, "age", pa.array([40.0, 12.0, 50.0])), ["age", 1], "greater_than_equal"),
-    (lambda t, pa: t.set_column(1, "age", pa.array([40.0, float("nan"), 50.0])), ["age", 1], "finite_number"),
-    (lambda t, pa: t.set_column(1, "age", pa.array(["40", "41", "42"])), ["age"], "float_type"),
-    (lambda t, pa: t.set_column(1, "age", pa.array([40.0, None, 50.0])), ["age", 1], "null"),
-    (lambda t, pa: t.set_column(t.column_names.index("region"), "region", pa.array(["west", "west", "mars"])),
-     ["region", 2], "literal_error"),
-    (lambda t, pa: t.set_column(t.column_names.index("is_repeat_customer"), "is_repeat_customer",
-                                pa.array([1, 0, 1])), ["is_repeat_customer"], "bool_type"),
-    (lambda t, pa: t.slice(0, 0), [], "row_count"),
-])
-def test_arrow_tables_are_checked_like_json(spec: DatasetSpec, model_dir: Path, change: Any, loc: list[Any],
-                                              kind: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "loc", "kind"),
+    [
+        (lambda t, pa: t.drop_columns(["age"]), ["age"], "missing"),
+        (lambda t, pa: t.append_column("colour", pa.array(["red"] * t.num_rows)), ["colour"], "extra_forbidden"),
+        (lambda t, pa: t.set_column(1, "age", pa.array([40.0, 12.0, 50.0])), ["age", 1], "greater_than_equal"),
+        (lambda t, pa: t.set_column(1, "age", pa.array([40.0, float("nan"), 50.0])), ["age", 1], "finite_number"),
+        (lambda t, pa: t.set_column(1, "age", pa.array(["40", "41", "42"])), ["age"], "float_type"),
+        (lambda t, pa: t.set_column(1, "age", pa.array([40.0, None, 50.0])), ["age", 1], "null"),
+        (
+            lambda t, pa: t.set_column(t.column_names.index("region"), "region", pa.array(["west", "west", "mars"])),
+            ["region", 2],
+            "literal_error",
+        ),
+        (
+            lambda t, pa: t.set_column(
+                t.column_names.index("is_repeat_customer"), "is_repeat_customer", pa.array([1, 0, 1])
+            ),
+            ["is_repeat_customer"],
+            "bool_type",
+        ),
+        (lambda t, pa: t.slice(0, 0), [], "row_count"),
+    ],
+)
+def test_arrow_tables_are_checked_like_json(
+    spec: DatasetSpec, model_dir: Path, change: Any, loc: list[Any], kind: str
+) -> None:
     import pyarrow as pa
 
     table = pa.Table.from_pylist(synthetic_records(spec, 3, np.random.default_rng(2), missing=0.0))
@@ -196,13 +229,13 @@ def test_a_body_that_is_not_arrow_is_refused(spec: DatasetSpec, model_dir: Path)
     assert exc.value.problems[0]["type"] == "arrow_invalid"
 
 
-def test_load_booster_refuses_a_card_that_lists_other_features(model_dir: Path, tmp_path: Path) -> None:
+def test_model_load_refuses_a_card_that_lists_other_features(model_dir: Path, tmp_path: Path) -> None:
     folder = tmp_path / "m"
     shutil.copytree(model_dir, folder)
     card = ModelCard.load(folder)
     card.model_copy(update={"features": card.features[:-1]}).save(folder)
     with pytest.raises(ValueError, match="takes 20 features, its card lists 19"):
-        load_booster(folder)
+        Model.load(folder)
 
 
 def test_request_ids_are_unique_hex() -> None:
@@ -239,8 +272,11 @@ def test_batch_request_is_closed_and_bounded(spec: DatasetSpec, model_dir: Path)
     batch = batch_request_model(record_model(spec, ModelCard.load(model_dir)), max_records=3)
     record = example_record(spec)
     assert len(batch.model_validate({"records": [record] * 3}).records) == 3
-    for body, where in (({"records": []}, ("records",)), ({"records": [record] * 4}, ("records",)),
-                        ({"records": [record], "extra": 1}, ("extra",))):
+    for body, where in (
+        ({"records": []}, ("records",)),
+        ({"records": [record] * 4}, ("records",)),
+        ({"records": [record], "extra": 1}, ("extra",)),
+    ):
         with pytest.raises(ValidationError) as exc:
             batch.model_validate(body)
         assert where in _errors(exc)
@@ -273,8 +309,14 @@ def test_env_int_names_a_bad_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- HTTP guard ----------------------------------------------------------------------------------
 
 
-def _call_guard(guard: RequestGuard, *, method: str = "POST", path: str = "/predict",
-                headers: dict[str, str] | None = None, chunks: list[bytes] = ()) -> tuple[int, bytes, bytes | None]:
+def _call_guard(
+    guard: RequestGuard,
+    *,
+    method: str = "POST",
+    path: str = "/predict",
+    headers: dict[str, str] | None = None,
+    chunks: list[bytes] = (),
+) -> tuple[int, bytes, bytes | None]:
     """(status, response body, body the wrapped app received or None if it was not called)."""
     seen: dict[str, bytes] = {}
     sent: list[dict[str, Any]] = []
@@ -298,16 +340,21 @@ def _call_guard(guard: RequestGuard, *, method: str = "POST", path: str = "/pred
         await send_({"type": "http.response.body", "body": b"ok"})
 
     guard.app = app
-    scope = {"type": "http", "method": method, "path": path,
-             "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]}
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+    }
     asyncio.run(guard(scope, receive, send))
     return sent[0]["status"], sent[1]["body"], seen.get("body")
 
 
 def test_guard_passes_a_json_body_through_unchanged() -> None:
     guard = RequestGuard(None, max_body_bytes=100, routes={"/predict": "application/json"})  # type: ignore[arg-type]
-    status, _, received = _call_guard(guard, headers={"content-type": "application/json; charset=utf-8"},
-                                      chunks=[b'{"a":', b" 1}"])
+    status, _, received = _call_guard(
+        guard, headers={"content-type": "application/json; charset=utf-8"}, chunks=[b'{"a":', b" 1}"]
+    )
     assert (status, received) == (200, b'{"a": 1}')
 
 
@@ -315,13 +362,15 @@ def test_guard_refuses_oversize_bodies_without_echoing_them() -> None:
     guard = RequestGuard(None, max_body_bytes=100, routes={"/predict": "application/json"})  # type: ignore[arg-type]
     secret = b'{"x": "' + b"s" * 200 + b'"}'
     # declared too long: refused before reading
-    status, body, received = _call_guard(guard, headers={"content-type": "application/json",
-                                                         "content-length": str(len(secret))}, chunks=[secret])
+    status, body, received = _call_guard(
+        guard, headers={"content-type": "application/json", "content-length": str(len(secret))}, chunks=[secret]
+    )
     assert status == 413 and received is None
     assert b"limit is 100 bytes" in body and b"sss" not in body
     # chunked without a length: refused once the limit is passed
-    status, body, received = _call_guard(guard, headers={"content-type": "application/json"},
-                                         chunks=[secret[:60], secret[60:]])
+    status, body, received = _call_guard(
+        guard, headers={"content-type": "application/json"}, chunks=[secret[:60], secret[60:]]
+    )
     assert status == 413 and received is None and b"sss" not in body
 
 
@@ -335,21 +384,28 @@ def test_guard_refuses_other_media_types_and_ignores_other_routes() -> None:
 
 
 def test_openapi_document_states_nullability_ranges_and_closed_objects(spec: DatasetSpec, model_dir: Path) -> None:
-    from kennel.serving import ColumnarPredictions, FeedbackReceipt, Prediction
+    from kennel.serving.api import ColumnarPredictions, FeedbackReceipt, Prediction
 
     card = ModelCard.load(model_dir)
     record = record_model(spec, card)
-    doc = openapi_document(title="t", version="v", description="d", apis=[
-        ApiDoc("/predict", "one", record, Prediction, example_record(spec)),
-        ApiDoc("/predict_columns", "cols", columns_model(spec, card), ColumnarPredictions),
-        ApiDoc("/predict_arrow", "arrow", {"type": "string"}, ColumnarPredictions, media_type=ARROW_MEDIA_TYPE),
-        ApiDoc("/feedback", "fb", feedback_model(spec), FeedbackReceipt, extra_statuses=(503,)),
-    ])
+    doc = openapi_document(
+        title="t",
+        version="v",
+        description="d",
+        apis=[
+            ApiDoc("/predict", "one", record, Prediction, example_record(spec)),
+            ApiDoc("/predict_columns", "cols", columns_model(spec, card), ColumnarPredictions),
+            ApiDoc("/predict_arrow", "arrow", {"type": "string"}, ColumnarPredictions, media_type=ARROW_MEDIA_TYPE),
+            ApiDoc("/feedback", "fb", feedback_model(spec), FeedbackReceipt, extra_statuses=(503,)),
+        ],
+    )
     assert doc["openapi"] == "3.1.0"
     schemas = doc["components"]["schemas"]
     rec = schemas[record.__name__]
     assert rec["additionalProperties"] is False
-    assert set(rec["required"]) == {f.name for f in spec.features if not f.nullable and f.name not in spec.sensitive_columns}
+    assert set(rec["required"]) == {
+        f.name for f in spec.features if not f.nullable and f.name not in spec.sensitive_columns
+    }
     income = rec["properties"]["annual_income"]
     assert {"type": "null"} in income["anyOf"]
     number = next(s for s in income["anyOf"] if s.get("type") == "number")
@@ -357,31 +413,38 @@ def test_openapi_document_states_nullability_ranges_and_closed_objects(spec: Dat
     assert rec["properties"]["region"]["enum"] == ["north", "south", "east", "west", "central"]
     responses = doc["paths"]["/predict"]["post"]["responses"]
     assert set(responses) == {"200", "400", "413", "415", "500", "504"}
-    assert responses["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ValidationErrorBody"}
+    assert responses["400"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ValidationErrorBody"
+    }
     assert doc["paths"]["/readyz"]["get"]["responses"].keys() == {"200", "503"}
     assert "503" in doc["paths"]["/feedback"]["post"]["responses"]
-    assert doc["paths"]["/predict_arrow"]["post"]["requestBody"]["content"] == {ARROW_MEDIA_TYPE: {"schema": {"type": "string"}}}
+    assert doc["paths"]["/predict_arrow"]["post"]["requestBody"]["content"] == {
+        ARROW_MEDIA_TYPE: {"schema": {"type": "string"}}
+    }
     record.model_validate(doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["example"])
 
 
 # --- registry labels -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("raw", "clean"), [
-    ("team:ML Platform", "team-ml-platform"),
-    ("credit_demo_clf:4qw62axlqoivwax4", "credit_demo_clf-4qw62axlqoivwax4"),
-    ("--x--", "x"),
-    ("a" * 62 + "-b", "a" * 62),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("team:ML Platform", "team-ml-platform"),
+        ("credit_demo_clf:4qw62axlqoivwax4", "credit_demo_clf-4qw62axlqoivwax4"),
+        ("--x--", "x"),
+        ("a" * 62 + "-b", "a" * 62),
+        ("", ""),
+    ],
+)
 def test_sanitize_label(raw: str, clean: str) -> None:
-    from kennel.registry import sanitize_label
+    from kennel.serving.model_store import sanitize_label
 
     assert sanitize_label(raw) == clean
 
 
 def test_sanitize_labels_rejects_colliding_or_empty_keys() -> None:
-    from kennel.registry import sanitize_labels
+    from kennel.serving.model_store import sanitize_labels
 
     with pytest.raises(ValueError, match="collide"):
         sanitize_labels({"Team": "a", "team": "b"})

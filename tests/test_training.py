@@ -4,19 +4,29 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kennel.evaluation import classification_metrics, evaluate, fairness_gaps, group_metrics, shap_summary
-from kennel.features import ModelCard, to_model_frame
-from kennel.hyperparameters import TrainConfig
+from kennel.model import ModelCard
 from kennel.spec import DEFAULT_SPEC_PATH, load_spec
-from kennel.training import (NotEnoughData, best_f1_threshold, predict_scores, search_hyperparameters, split_windows,
-                             train_model)
+from kennel.training.config import TrainConfig
+from kennel.training.evaluation import (
+    classification_metrics,
+    evaluate,
+    fairness_gaps,
+    group_metrics,
+    shap_summary,
+)
+from kennel.training.trainer import (
+    NotEnoughData,
+    best_f1_threshold,
+    search_hyperparameters,
+    split_windows,
+    train_model,
+)
 from tests.projects import training_frame
 
 
 @pytest.fixture(scope="module")
 def spec():
     return load_spec(DEFAULT_SPEC_PATH)
-
 
 
 def test_split_windows_are_time_ordered_and_respect_the_spec(spec):
@@ -35,11 +45,11 @@ def test_same_data_and_config_give_the_same_model(spec):
     config = TrainConfig(device="cpu", n_estimators=60)
     first, r1 = train_model(card, train, valid, config)
     second, r2 = train_model(card, train, valid, config)
-    assert bytes(first.save_raw("ubj")) == bytes(second.save_raw("ubj"))
+    assert bytes(first.booster.save_raw("ubj")) == bytes(second.booster.save_raw("ubj"))
     assert r1.best_iteration == r2.best_iteration and r1.threshold == r2.threshold
-    assert r1.device == "cpu" and first.num_boosted_rounds() == r1.best_iteration + 1
+    assert r1.device == "cpu" and first.booster.num_boosted_rounds() == r1.best_iteration + 1
     test = training_frame(spec, "2026-01-03", 2000, 3)
-    scores = predict_scores(first, card, test)
+    scores = first.score(test)
     assert classification_metrics(test["label"].to_numpy(), scores, r1.threshold)["roc_auc"] > 0.75
     assert set(r1.feature_importance) <= set(card.feature_names) and "gender" not in r1.feature_importance
 
@@ -47,7 +57,9 @@ def test_same_data_and_config_give_the_same_model(spec):
 def test_single_class_training_window_is_refused(spec):
     train = training_frame(spec, "2026-01-01", 200, 1).assign(label=0)
     with pytest.raises(ValueError, match="only one label value"):
-        train_model(ModelCard.for_spec(spec), train, training_frame(spec, "2026-01-02", 100, 2), TrainConfig(device="cpu"))
+        train_model(
+            ModelCard.for_spec(spec), train, training_frame(spec, "2026-01-02", 100, 2), TrainConfig(device="cpu")
+        )
 
 
 def test_best_f1_threshold_separates_perfectly_separable_scores():
@@ -67,8 +79,8 @@ def test_group_metrics_and_fairness_gaps_by_hand():
     assert gaps["demographic_parity_difference"] == pytest.approx(0.5)
     assert gaps["equalized_odds_difference"] == pytest.approx(0.5)
     report = evaluate(frame, scores, 0.5, ["g"])
-    assert report["metrics"]["tp"] == 3 and report["metrics"]["fp"] == 1
-    assert report["calibration"]["rows"].sum() == len(frame)
+    assert report.metrics["tp"] == 3 and report.metrics["fp"] == 1
+    assert report.calibration["rows"].sum() == len(frame)
 
 
 def test_budgeted_search_records_every_trial_and_keeps_the_best_on_validation(spec):
@@ -79,13 +91,13 @@ def test_budgeted_search_records_every_trial_and_keeps_the_best_on_validation(sp
     def train_once(cfg):
         return train_model(card, train, valid, cfg)
 
-    booster, result, trials = search_hyperparameters(train_once, config)
+    model, result, trials = search_hyperparameters(train_once, config)
     assert [t.trial for t in trials] == [0, 1, 2, 3]
     assert trials[0].params["max_depth"] == config.max_depth  # trial 0 is the configured model
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 4
     best = min(trials, key=lambda t: t.validation_logloss)
     assert result.validation_logloss == best.validation_logloss
-    assert booster.num_boosted_rounds() == best.best_iteration + 1
+    assert model.booster.num_boosted_rounds() == best.best_iteration + 1
     _, _, again = search_hyperparameters(train_once, config)
     assert [t.params for t in again] == [t.params for t in trials]  # seeded draws
 
@@ -99,27 +111,54 @@ def test_budgeted_search_records_every_trial_and_keeps_the_best_on_validation(sp
 def test_shap_summary_adds_up_to_the_model_margin(spec):
     import xgboost as xgb
 
+    from kennel.model import to_model_frame
+
     card = ModelCard.for_spec(spec)
-    booster, _ = train_model(card, training_frame(spec, "2026-01-01", 1500, 1), training_frame(spec, "2026-01-02", 600, 2),
-                             TrainConfig(device="cpu", n_estimators=30, nthread=1))
+    model, _ = train_model(
+        card,
+        training_frame(spec, "2026-01-01", 1500, 1),
+        training_frame(spec, "2026-01-02", 600, 2),
+        TrainConfig(device="cpu", n_estimators=30, nthread=1),
+    )
     test = training_frame(spec, "2026-01-03", 400, 3)
-    summary = shap_summary(booster, card, test, max_rows=200)
+    summary = shap_summary(model, test, max_rows=200)
     assert list(summary["feature"]) != card.feature_names and set(summary["feature"]) == set(card.feature_names)
     assert summary["mean_abs_shap"].is_monotonic_decreasing and summary["share"].sum() == pytest.approx(1.0)
-    x = xgb.DMatrix(to_model_frame(test, card), enable_categorical=True)
-    contribs = booster.predict(x, pred_contribs=True)
-    np.testing.assert_allclose(contribs.sum(axis=1), booster.predict(x, output_margin=True), rtol=1e-4, atol=1e-4)
+    # Model.explain's contributions plus its bias add up to the library's own margin for every row.
+    margin = model.booster.predict(xgb.DMatrix(to_model_frame(test, card), enable_categorical=True), output_margin=True)
+    np.testing.assert_allclose(model.explain(test).sum(axis=1), margin, rtol=1e-4, atol=1e-4)
     assert "gender" not in set(summary["feature"])
 
 
 def test_fairness_gaps_leave_out_rates_resting_on_too_few_rows():
-    table = pd.DataFrame({
-        "group": ["a", "b", "tiny"], "count": [400, 400, 10], "positives": [100, 100, 2],
-        "negatives": [300, 300, 8], "selection_rate": [0.30, 0.20, 0.9], "tpr": [0.8, 0.7, 0.0],
-        "fpr": [0.1, 0.05, 0.5],
-    })
+    table = pd.DataFrame(
+        {
+            "group": ["a", "b", "tiny"],
+            "count": [400, 400, 10],
+            "positives": [100, 100, 2],
+            "negatives": [300, 300, 8],
+            "selection_rate": [0.30, 0.20, 0.9],
+            "tpr": [0.8, 0.7, 0.0],
+            "fpr": [0.1, 0.05, 0.5],
+        }
+    )
     assert fairness_gaps(table, min_count=50) == pytest.approx(
-        {"demographic_parity_difference": 0.10, "equalized_odds_difference": 0.10})
+        {"demographic_parity_difference": 0.10, "equalized_odds_difference": 0.10}
+    )
     assert fairness_gaps(table)["demographic_parity_difference"] == pytest.approx(0.7)
     # TPR rests on positives: with 150 required only the FPR gap (300 negatives each) remains measurable.
     assert fairness_gaps(table, min_count=150)["equalized_odds_difference"] == pytest.approx(0.05)
+
+
+def test_thread_policy_follows_the_cores_the_process_may_use(monkeypatch):
+    from kennel.model import threads
+
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 3, 5})
+    assert threads.usable_cores() == 3
+    assert threads.training_threads(0) == 3 and threads.training_threads(1) == 1
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    threads.configure_openmp()
+    assert threads.os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # a user's choice is kept
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    threads.configure_openmp()
+    assert threads.os.environ["OMP_WAIT_POLICY"] == "PASSIVE"

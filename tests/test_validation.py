@@ -5,21 +5,35 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kennel.cleaning import clean_partition
 from kennel.demo import generate
+from kennel.ingestion.cleaning import clean_partition
+from kennel.ingestion.validation import (
+    build_suite,
+    check_definitions,
+    validate_dataframe,
+)
 from kennel.spec import DEFAULT_SPEC_PATH, SpecError, load_spec
-from kennel.validation import build_suite, check_definitions, validate_dataframe
 
 USER_EXPECTATIONS = [
     # Fails: demo applicants are older on average. Error severity: blocks.
-    {"type": "expect_column_mean_to_be_between", "kwargs": {"column": "age", "min_value": 18, "max_value": 25},
-     "name": "young_applicants"},
+    {
+        "type": "expect_column_mean_to_be_between",
+        "kwargs": {"column": "age", "min_value": 18, "max_value": 25},
+        "name": "young_applicants",
+    },
     # Fails for most rows: warn severity, reported only.
-    {"type": "expect_column_values_to_be_between", "kwargs": {"column": "loan_amount", "max_value": 2000},
-     "severity": "WARN", "description": "Loans are small"},
+    {
+        "type": "expect_column_values_to_be_between",
+        "kwargs": {"column": "loan_amount", "max_value": 2000},
+        "severity": "WARN",
+        "description": "Loans are small",
+    },
     # Passes.
-    {"type": "expect_column_values_to_match_regex", "kwargs": {"column": "application_id", "regex": "^app-"},
-     "severity": "error"},
+    {
+        "type": "expect_column_values_to_match_regex",
+        "kwargs": {"column": "application_id", "regex": "^app-"},
+        "severity": "error",
+    },
 ]
 
 
@@ -34,9 +48,16 @@ def _spec(tmp_path: Path, expectations) -> Path:
 def test_user_expectations_are_checks_with_their_severity(spark, tmp_path):
     spec = load_spec(_spec(tmp_path, USER_EXPECTATIONS))
     checks = {c.name: c.severity for c in check_definitions(spec)}
-    assert checks == {"not_null": "error", "ranges": "error", "categories": "error", "unique_id": "error",
-                      "row_count": "error", "young_applicants": "error", "values_to_be_between_loan_amount": "warn",
-                      "values_to_match_regex_application_id": "error"}
+    assert checks == {
+        "not_null": "error",
+        "ranges": "error",
+        "categories": "error",
+        "unique_id": "error",
+        "row_count": "error",
+        "young_applicants": "error",
+        "values_to_be_between_loan_amount": "warn",
+        "values_to_match_regex_application_id": "error",
+    }
 
     generate(spec, tmp_path / "landing", days=1, rows_per_day=300)
     day = spec.start_date.isoformat()
@@ -61,8 +82,12 @@ def test_user_expectations_are_checks_with_their_severity(spark, tmp_path):
 def test_failing_built_in_expectation_reports_a_sample_of_failing_values(spark, tmp_path):
     spec = load_spec(DEFAULT_SPEC_PATH)
     frame = spark.createDataFrame(
-        [("a1", 17.0, "own"), ("a2", 40.0, "castle"), ("a2", 150.0, "rent")], "application_id string, age double, home_ownership string")
-    narrow = spec.model_copy(update={"features": tuple(f for f in spec.features if f.name in ("age", "home_ownership"))})
+        [("a1", 17.0, "own"), ("a2", 40.0, "castle"), ("a2", 150.0, "rent")],
+        "application_id string, age double, home_ownership string",
+    )
+    narrow = spec.model_copy(
+        update={"features": tuple(f for f in spec.features if f.name in ("age", "home_ownership"))}
+    )
     groups = {g.group: g for g in validate_dataframe(frame, narrow)}
     ranges = next(o for o in groups["ranges"].outcomes if o.column == "age")
     assert not ranges.success and sorted(ranges.unexpected_sample) == [17.0, 150.0] and ranges.unexpected_count == 2
@@ -88,6 +113,8 @@ def test_unknown_gx_expectation_or_kwargs_name_the_spec_entry(tmp_path):
     spec = load_spec(_spec(tmp_path, [{"type": "expect_the_unexpected", "name": "surprise"}]))
     with pytest.raises(SpecError, match="gx_surprise.*no expectation 'expect_the_unexpected'"):
         build_suite(spec)
-    spec = load_spec(_spec(tmp_path, [{"type": "expect_column_mean_to_be_between", "kwargs": {"column": "age", "min": 3}}]))
+    spec = load_spec(
+        _spec(tmp_path, [{"type": "expect_column_mean_to_be_between", "kwargs": {"column": "age", "min": 3}}])
+    )
     with pytest.raises(SpecError, match="gx_mean_to_be_between_age.*invalid kwargs"):
         build_suite(spec)

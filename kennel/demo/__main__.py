@@ -1,0 +1,5 @@
+import sys
+
+from kennel.demo.generator import main
+
+sys.exit(main())

@@ -1,0 +1,24 @@
+"""Machine-readable reason codes for quarantined records, in the order cleaning checks them.
+
+A record with several problems is quarantined once, under the first reason in this order.
+"""
+
+from enum import Enum
+
+
+class Reason(str, Enum):
+    unreadable_file = (
+        "unreadable_file"  # the file cannot be read at all (broken Parquet, a header naming a column twice)
+    )
+    unparsable_line = "unparsable_line"  # the line could not be split into the expected fields
+    missing_column = "missing_column"  # the file lacks a column the spec requires: whole file quarantined
+    wrong_type = "wrong_type"  # a value does not parse as its declared type
+    missing_required = "missing_required"  # id, timestamp, label or a non-nullable feature is empty
+    invalid_label = "invalid_label"  # label is neither the positive nor the negative value
+    out_of_range = "out_of_range"  # numeric value outside the spec's min/max
+    unknown_category = "unknown_category"  # categorical value not in the spec's categories
+    timestamp_outside_partition = "timestamp_outside_partition"  # event day differs from the file's day
+    duplicate_id = "duplicate_id"  # an older (or identical) copy of a record whose latest version is kept
+
+
+REASON_ORDER = list(Reason)

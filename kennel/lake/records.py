@@ -1,0 +1,267 @@
+"""The typed records Kennel keeps in the lake: what a day's data, a model's gate and the monitoring loop
+concluded. Modules exchange these, never raw JSON dictionaries.
+
+Every record carries a schema version. A reader accepts every version written so far (fields added
+later have defaults; unknown fields are ignored), so a lake written by older code stays readable;
+tests/data/lake_records/ holds records written by earlier versions that must keep loading.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Record(BaseModel):
+    """Base of every lake record: frozen once read, tolerant of fields written by newer code."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+# --- data quality: one per data set and day, written by ingestion -----------------------------------
+
+
+class SchemaDrift(Record):
+    extra_columns: dict[str, list[str]] = {}  # file → columns the spec does not know
+    missing_columns: dict[str, list[str]] = {}  # file → required columns it lacks
+    unreadable_files: dict[str, str] = {}  # file → why it could not be read
+
+
+class RowCount(Record):
+    clean: int
+    trailing_mean: float | None = None
+    trailing_days: int = 0
+    ratio: float | None = None  # clean rows / trailing mean
+
+
+class ExpectationResult(Record):
+    check: str  # the Dagster check it reports to: gx_<group>
+    severity: Literal["error", "warn"] = "error"
+    expectation: str
+    column: str | None = None
+    success: bool
+    observed: Any = None
+    unexpected_count: int | None = None
+    unexpected_sample: list[Any] = []
+
+
+class FileDigest(Record):
+    file: str
+    bytes: int
+    sha256: str
+
+
+class QualityRecord(Record):
+    """Whether a day's clean table may be used (every error-severity check passed), and why."""
+
+    version: int = 2  # the schema version of quality records (2 since outputs carry digests)
+    dataset: str
+    day: str
+    passed: bool
+    run_id: str
+    written_at: str
+    spec_fingerprint: str
+    rows_in: int
+    rows_clean: int
+    rows_quarantined: int
+    quarantine_rate: float
+    max_quarantine_fraction: float
+    reasons: dict[str, int] = {}
+    schema_drift: SchemaDrift = SchemaDrift()
+    mapped_to_other: dict[str, int] = {}  # feature → unknown values kept as "other"
+    row_count: RowCount
+    checks: dict[str, bool]
+    warnings: list[str] = []  # failed checks that do not block (warn severity)
+    expectations: list[ExpectationResult] = []
+    outputs: dict[str, FileDigest] = {}  # "clean" / "quarantine" → the file this record describes
+
+    @property
+    def failed_checks(self) -> tuple[str, ...]:
+        return tuple(sorted(name for name, ok in self.checks.items() if not ok))
+
+
+# --- monitoring: one per data set, day and kind, written by the monitoring assets ---------------------
+
+MonitoringKind = Literal["data_drift", "serving_drift", "realized_performance"]
+
+
+class FeatureDriftRow(Record):
+    feature: str
+    kind: str  # numeric | categorical
+    status: str  # ok | drifted | insufficient_data
+    rows: int
+    psi: float | None = None
+    js_distance: float | None = None
+    wasserstein: float | None = None
+    ks_statistic: float | None = None
+    ks_pvalue: float | None = None
+    severity: float = 0.0
+
+
+class MonitoringRecord(Record):
+    """What one monitoring asset found on one day for the champion named in it.
+
+    `status` says whether there was anything to measure ("ok", "drift", "no traffic", "skipped: …");
+    the measurements are None when there was not.
+    """
+
+    schema_version: int = 1
+    kind: MonitoringKind | None = None  # absent in version-1 files: the file name says it
+    day: str
+    written_at: str
+    status: str
+    champion: str | None = None  # model tag
+    rows: int | None = None
+    validated: bool | None = None
+    # drift (data_drift, serving_drift)
+    drifted_share: float | None = None
+    dataset_drift: bool | None = None
+    drifted_features: list[str] = []
+    prediction_psi: float | None = None
+    mean_score: float | None = None
+    reference_mean_score: float | None = None
+    features: list[FeatureDriftRow] = []
+    # realized performance
+    roc_auc: float | None = None
+    log_loss: float | None = None
+    champion_auc: float | None = None
+    groups: dict[str, list[dict[str, Any]]] = {}  # sensitive column → per-group metric rows
+
+
+# --- the retraining loop's decision log ---------------------------------------------------------------
+
+
+class RetrainDecisionRecord(Record):
+    """One decision of the retraining sensor: retrain, skip (and why) or alert, on which days."""
+
+    schema_version: int = 1
+    at: str
+    action: Literal["retrain", "skip", "alert"]
+    reason: str
+    days: list[str]
+    numbers: dict[str, Any] = {}
+    thresholds: dict[str, Any] = {}
+    run_key: str | None = None
+
+
+# --- the promotion gate and the champion ---------------------------------------------------------------
+
+
+class GateCheck(Record):
+    name: str
+    passed: bool
+    value: Any = None
+    threshold: Any = None
+    detail: str
+
+
+class ModelIdentity(Record):
+    run_id: str
+    model_tag: str | None = None
+    model_dir: str
+    spec_fingerprint: str
+    threshold: float
+
+
+class GroupReport(Record):
+    gaps: dict[str, float | None]
+    table: list[dict[str, Any]]
+
+
+class EvaluationNumbers(Record):
+    metrics: dict[str, Any]
+    groups: dict[str, GroupReport] = {}
+
+
+class GateDecision(Record):
+    """The gate's verdict on a challenger: every check with the number and the threshold it met."""
+
+    schema_version: int = 1
+    decided_at: str
+    passed: bool
+    summary: str
+    reasons: list[str] = []
+    challenger: ModelIdentity
+    champion: ModelIdentity | None = None
+    test_rows: int
+    config: dict[str, Any]
+    challenger_evaluation: EvaluationNumbers | None = None
+    champion_evaluation: EvaluationNumbers | None = None
+    bootstrap: dict[str, Any] | None = None
+    checks: list[GateCheck]
+
+
+class ChampionEntry(Record):
+    """One champion: the model, where it is stored, and why it became (or became again) champion."""
+
+    run_id: str
+    model_dir: str
+    model_tag: str
+    since: str
+    reason: str
+    event: str  # promoted | rolled_back
+    decision_summary: str = ""
+    metrics: dict[str, Any] = {}
+    bento_tag: str | None = None
+
+
+class ChampionPointer(Record):
+    schema_version: int = 1
+    dataset: str
+    version: int = 0  # increases with every change: a cheap cursor for sensors
+    updated_at: str = ""
+    current: ChampionEntry | None = None
+    previous: list[ChampionEntry] = []  # earlier champions, most recent last
+
+
+class ChampionEvent(Record):
+    """One line of the champion history: promoted, rolled_back or bento."""
+
+    version: int
+    event: Literal["promoted", "rolled_back", "bento"]
+    at: str
+    run_id: str
+    model_tag: str | None = None
+    replaced: str | None = None
+    reason: str = ""
+    decided_at: str | None = None
+    bento_tag: str | None = None
+
+
+# --- what a model folder records about its training and evaluation -----------------------------------
+
+
+class SearchTrialRow(Record):
+    trial: int
+    params: dict[str, Any]
+    validation_logloss: float
+    validation_auc: float | None = None
+    best_iteration: int
+    seconds: float
+
+
+class TrainingRecord(Record):
+    """How a model was trained (training.json in its folder)."""
+
+    schema_version: int = 1
+    code_version: str
+    device: str
+    distributed: bool = False
+    best_iteration: int
+    train_seconds: float
+    validation_logloss: float
+    validation_auc: float | None = None
+    train_rows: int
+    validation_rows: int
+    search_trials: list[SearchTrialRow] = []
+
+
+class EvaluationRecord(Record):
+    """A model on its test window (evaluation.json in its folder)."""
+
+    schema_version: int = 1
+    metrics: dict[str, Any]
+    fairness: dict[str, dict[str, float | None]] = {}
+    test_days: list[str] = []
+    shap_mean_abs: dict[str, float] = Field(default_factory=dict)

@@ -1,0 +1,106 @@
+"""Inputs into what the model takes, the same way for training, evaluation, monitoring and serving.
+
+`to_model_frame` gives the pandas frame training learns from (categoricals as pandas Categoricals over
+the card's lists). `FeatureEncoder` gives the float32 matrix the model scores: numeric and boolean as
+float (missing → NaN), categorical as its index in the card's category list (missing or unknown →
+NaN) — the same numbers the frame holds, without building a frame per request (a pandas frame costs
+~7 ms for a single record, the matrix ~0.1 ms). Tests hold both to each other within 1e-6.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from kennel.model.card import ModelCard
+from kennel.spec import FeatureType
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def to_model_frame(data: pd.DataFrame | Iterable[Mapping[str, Any]], card: ModelCard) -> pd.DataFrame:
+    """Select the card's features in order and give each its model dtype.
+
+    Numeric → float32 (missing → NaN); boolean → float32 0/1 (missing → NaN); categorical → pandas
+    Categorical over the card's fixed category list (unknown or missing → NaN), which XGBoost's
+    native categorical support consumes directly.
+    """
+    import pandas as pd  # not at module level: the orchestrator imports kennel.model when it loads
+
+    frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame.from_records(list(data))
+    out: dict[str, Any] = {}
+    for feat in card.features:
+        col = frame[feat.name] if feat.name in frame.columns else pd.Series([None] * len(frame), index=frame.index)
+        if feat.type is FeatureType.categorical:
+            out[feat.name] = pd.Categorical(col.astype("object"), categories=list(feat.categories or ()))
+        elif feat.type is FeatureType.boolean:
+            flags = pd.array(col.astype("object").where(col.notna(), None), dtype="boolean")
+            out[feat.name] = flags.to_numpy(dtype="float32", na_value=float("nan"))
+        else:
+            out[feat.name] = pd.to_numeric(col, errors="coerce").astype("float32")
+    return pd.DataFrame(out, index=frame.index)
+
+
+class FeatureEncoder:
+    """Validated values into the float32 matrix the model scores (see the module docstring)."""
+
+    def __init__(self, card: ModelCard) -> None:
+        self.card = card
+        self.names = card.feature_names
+        self._codes = [
+            {category: float(i) for i, category in enumerate(f.categories or ())}
+            if f.type is FeatureType.categorical
+            else None
+            for f in card.features
+        ]
+
+    def encode(self, columns: Mapping[str, Sequence[Any] | None], n_rows: int) -> np.ndarray:
+        """From column lists of validated values (absent column → missing)."""
+        matrix = np.empty((n_rows, len(self.names)), dtype=np.float32)
+        for j, (name, codes) in enumerate(zip(self.names, self._codes, strict=True)):
+            values = columns.get(name)
+            if values is None:
+                matrix[:, j] = np.nan
+            elif codes is not None:
+                matrix[:, j] = [codes.get(v, math.nan) for v in values]
+            else:
+                # float64 first, then float32 on assignment: the same rounding as the frame builder.
+                matrix[:, j] = np.asarray(values, dtype=np.float64)
+        return matrix
+
+    def encode_numbers(self, values: Mapping[str, np.ndarray], n_rows: int) -> np.ndarray:
+        """From columns already converted to numbers (categories as card codes, NaN = missing), as a
+        columnar reader produces them."""
+        matrix = np.empty((n_rows, len(self.names)), dtype=np.float32)
+        for j, name in enumerate(self.names):
+            column = values.get(name)
+            matrix[:, j] = np.nan if column is None else column
+        return matrix
+
+    def encode_frame(self, data: pd.DataFrame | Iterable[Mapping[str, Any]]) -> np.ndarray:
+        """From records or a frame (any extra columns ignored), through `to_model_frame`."""
+        import pandas as pd
+
+        frame = to_model_frame(data, self.card)
+        matrix = np.empty(frame.shape, dtype=np.float32)
+        for j, name in enumerate(self.names):
+            column = frame[name]
+            if isinstance(column.dtype, pd.CategoricalDtype):
+                codes = column.cat.codes.to_numpy()
+                matrix[:, j] = np.where(codes < 0, np.nan, codes)
+            else:
+                matrix[:, j] = column.to_numpy(dtype=np.float32, na_value=np.nan)
+        return matrix
+
+
+def record_columns(records: Sequence[Any], names: Sequence[str]) -> dict[str, list[Any]]:
+    """Column lists from validated records (pydantic models or mappings)."""
+    if records and isinstance(records[0], BaseModel):
+        # A model's field values live in its __dict__: reading them there is twice as fast as getattr.
+        records = [vars(r) for r in records]
+    return {name: [r.get(name) for r in records] for name in names}

@@ -1,0 +1,1 @@
+"""Drift against the champion's reference profile, realized performance, and the retraining decision."""

@@ -1,0 +1,114 @@
+"""Monitoring a model against what it was trained on: the reference profile it ships with, drift of new
+data and of its scores, and realized performance once labels exist."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kennel.monitoring.drift import (
+    DriftReport,
+    DriftThresholds,
+    ReferenceProfile,
+    binned_shares,
+    build_profile,
+    compare,
+    psi,
+)
+from kennel.spec import DatasetSpec, FeatureType
+from kennel.training.evaluation import classification_metrics, group_metrics
+
+PROFILE_FILE = "reference_profile.json"
+SCORE = "__score__"  # the model's own output, profiled like a numeric feature for prediction drift
+
+
+def build_reference(spec: DatasetSpec, train: pd.DataFrame, scores: np.ndarray) -> ReferenceProfile:
+    """Profile the training rows and the model's scores on them; stored next to the model."""
+    frame = train[spec.feature_names].copy()
+    frame[SCORE] = scores
+    numeric = [f.name for f in spec.features if f.type is FeatureType.numeric] + [SCORE]
+    categorical = [f.name for f in spec.features if f.type is not FeatureType.numeric]
+    return build_profile(frame, numeric, categorical)
+
+
+def save_reference(profile: ReferenceProfile, model_dir: Path) -> Path:
+    path = Path(model_dir) / PROFILE_FILE
+    path.write_text(profile.to_json())
+    return path
+
+
+def load_reference(model_dir: Path) -> ReferenceProfile:
+    return ReferenceProfile.from_json((Path(model_dir) / PROFILE_FILE).read_text())
+
+
+@dataclass(frozen=True)
+class DriftSummary:
+    """Feature drift of a batch of rows and the drift of the model's scores on them."""
+
+    report: DriftReport
+    rows: int
+    prediction_psi: float | None
+    mean_score: float | None
+    reference_mean_score: float | None
+
+    @property
+    def drifted_share(self) -> float:
+        return self.report.drifted_share
+
+    @property
+    def dataset_drift(self) -> bool:
+        return self.report.dataset_drift
+
+    @property
+    def drifted_features(self) -> list[str]:
+        return [f.feature for f in self.report.drifted]
+
+
+@dataclass(frozen=True)
+class RealizedPerformance:
+    """Metrics on the rows whose label is known; `metrics` is None when no row is labelled yet."""
+
+    labelled_rows: int
+    metrics: dict[str, float | None] | None = None
+    groups: dict[str, pd.DataFrame] = field(default_factory=dict)  # sensitive column → per-group metrics
+
+
+def drift_summary(
+    profile: ReferenceProfile, frame: pd.DataFrame, scores: np.ndarray, thresholds: DriftThresholds | None = None
+) -> DriftSummary:
+    """Feature drift (all features but the score) and prediction drift (the score), in one pass."""
+    report = compare(
+        ReferenceProfile(
+            numeric={k: v for k, v in profile.numeric.items() if k != SCORE}, categorical=profile.categorical
+        ),
+        frame,
+        thresholds,
+    )
+    score_ref = profile.numeric[SCORE]
+    score_shares = binned_shares(np.asarray(scores, dtype=np.float64), np.array(score_ref.edges))
+    return DriftSummary(
+        report=report,
+        rows=len(frame),
+        prediction_psi=psi(np.array(score_ref.shares), score_shares) if len(scores) else None,
+        mean_score=float(np.mean(scores)) if len(scores) else None,
+        reference_mean_score=score_ref.mean,
+    )
+
+
+def realized_performance(
+    frame: pd.DataFrame, scores: np.ndarray, threshold: float, sensitive: list[str]
+) -> RealizedPerformance:
+    """Metrics on rows whose label is known (the `label` column, 0/1; missing = not yet labelled)."""
+    labelled = frame["label"].notna().to_numpy()
+    if not labelled.any():
+        return RealizedPerformance(labelled_rows=0)
+    frame, scores = frame[labelled], scores[labelled]
+    y = frame["label"].to_numpy(dtype=int)
+    return RealizedPerformance(
+        labelled_rows=int(labelled.sum()),
+        metrics=classification_metrics(y, scores, threshold),
+        groups={c: group_metrics(frame.assign(label=y), scores, c, threshold) for c in sensitive if c in frame},
+    )

@@ -1,0 +1,204 @@
+"""The retraining decision: which signals retrain, which wait, which only alert — pure and replayable.
+
+The orchestrator's sensor feeds new per-partition signals and the state it kept from the last tick
+(its cursor) and gets back decisions plus the new state. Nothing here reads data or clocks: the same
+inputs give the same decisions, which is what makes a restarted sensor repeat nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from kennel.lake.records import RetrainDecisionRecord
+
+Action = Literal["retrain", "skip", "alert"]
+
+
+@dataclass(frozen=True)
+class RetrainPolicy:
+    drifted_share: float = 0.2  # share of drifted features that counts as data-set drift
+    prediction_psi: float = 0.2  # score-distribution shift that counts on its own
+    auc_drop: float = 0.05  # realized AUC this far below the champion's test AUC is decay
+    cooldown: timedelta = timedelta(hours=12)
+    max_retrains_per_day: int = 2
+    min_new_validated_rows: int = 1_000
+
+
+@dataclass(frozen=True)
+class PartitionSignal:
+    """What monitoring concluded about one daily partition (read from metadata, never from data)."""
+
+    day: str
+    quality_passed: bool
+    rows: int
+    drifted_share: float | None = None
+    prediction_psi: float | None = None
+    realized_auc: float | None = None
+    champion_auc: float | None = None
+    failed_checks: tuple[str, ...] = ()
+
+
+@dataclass
+class LoopState:
+    """Carried between ticks (serialized into the sensor cursor)."""
+
+    seen: dict[str, str] = field(default_factory=dict)  # day → fingerprint of the signal last seen
+    pending: list[str] = field(default_factory=list)  # triggering days waiting for a retrain (coalesced)
+    rows_since_retrain: int = 0
+    retrains: list[str] = field(default_factory=list)  # ISO times of retrain decisions (recent ones kept)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> LoopState:
+        return cls(**json.loads(text)) if text else cls()
+
+
+@dataclass(frozen=True)
+class Decision:
+    at: str
+    action: Action
+    reason: str
+    days: tuple[str, ...]
+    numbers: dict[str, Any]
+    thresholds: dict[str, Any]
+    run_key: str | None = None
+
+    def record(self) -> RetrainDecisionRecord:
+        """The decision as the lake's decision log keeps it."""
+        return RetrainDecisionRecord.model_validate({**asdict(self), "days": list(self.days)})
+
+
+def _fingerprint(signal: PartitionSignal) -> str:
+    return hashlib.sha256(json.dumps(asdict(signal), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _triggers(signal: PartitionSignal, policy: RetrainPolicy) -> list[str]:
+    reasons = []
+    if signal.drifted_share is not None and signal.drifted_share >= policy.drifted_share:
+        reasons.append(f"feature drift: {signal.drifted_share:.0%} of features drifted (≥ {policy.drifted_share:.0%})")
+    if signal.prediction_psi is not None and signal.prediction_psi >= policy.prediction_psi:
+        reasons.append(f"prediction drift: PSI {signal.prediction_psi:.3f} (≥ {policy.prediction_psi})")
+    if (
+        signal.realized_auc is not None
+        and signal.champion_auc is not None
+        and signal.champion_auc - signal.realized_auc >= policy.auc_drop
+    ):
+        reasons.append(f"performance decay: AUC {signal.realized_auc:.3f} vs champion {signal.champion_auc:.3f}")
+    return reasons
+
+
+def decide(
+    policy: RetrainPolicy, signals: list[PartitionSignal], state: LoopState, now: datetime
+) -> tuple[list[Decision], LoopState]:
+    """Evaluate the signals not seen before (or changed since) and the retraining they may call for."""
+    state = replace(state, seen=dict(state.seen), pending=list(state.pending), retrains=list(state.retrains))
+    thresholds = {k: (str(v) if isinstance(v, timedelta) else v) for k, v in asdict(policy).items()}
+    stamp = now.isoformat()
+    decisions: list[Decision] = []
+    newly_pending = False
+    for signal in sorted(signals, key=lambda s: s.day):
+        fp = _fingerprint(signal)
+        if state.seen.get(signal.day) == fp:
+            continue  # already decided on exactly this evidence
+        state.seen[signal.day] = fp
+        numbers = {k: v for k, v in asdict(signal).items() if v not in (None, ())}
+        if not signal.quality_passed:
+            # Failed data never trains a model; it raises a data-quality alert instead.
+            decisions.append(
+                Decision(
+                    stamp,
+                    "alert",
+                    "partition failed validation: " + (", ".join(signal.failed_checks) or "blocking checks failed"),
+                    (signal.day,),
+                    numbers,
+                    thresholds,
+                )
+            )
+            continue
+        state.rows_since_retrain += signal.rows
+        reasons = _triggers(signal, policy)
+        if reasons:
+            if signal.day not in state.pending:
+                state.pending.append(signal.day)
+                newly_pending = True
+        else:
+            decisions.append(
+                Decision(stamp, "skip", "no drift or decay above thresholds", (signal.day,), numbers, thresholds)
+            )
+        for reason in reasons:
+            decisions.append(Decision(stamp, "skip", f"signal noted: {reason}", (signal.day,), numbers, thresholds))
+
+    if not state.pending:
+        return decisions, state
+    recent = [t for t in state.retrains if now - datetime.fromisoformat(t) < timedelta(days=1)]
+    state.retrains = recent
+    numbers = {
+        "pending_days": list(state.pending),
+        "rows_since_retrain": state.rows_since_retrain,
+        "retrains_last_24h": len(recent),
+    }
+    last = max((datetime.fromisoformat(t) for t in recent), default=None)
+    days = tuple(sorted(state.pending))
+    held = (
+        (last is not None and now - last < policy.cooldown)
+        or len(recent) >= policy.max_retrains_per_day
+        or state.rows_since_retrain < policy.min_new_validated_rows
+    )
+    if held and not newly_pending:
+        return decisions, state  # still held for the reason already logged: nothing new to say
+    if last is not None and now - last < policy.cooldown:
+        until = (last + policy.cooldown).isoformat()
+        decisions.append(
+            Decision(
+                stamp,
+                "skip",
+                f"cooldown until {until}; {len(days)} signal(s) coalesced, kept",
+                days,
+                numbers,
+                thresholds,
+            )
+        )
+    elif len(recent) >= policy.max_retrains_per_day:
+        decisions.append(
+            Decision(
+                stamp,
+                "skip",
+                f"daily limit of {policy.max_retrains_per_day} retrains reached; kept",
+                days,
+                numbers,
+                thresholds,
+            )
+        )
+    elif state.rows_since_retrain < policy.min_new_validated_rows:
+        decisions.append(
+            Decision(
+                stamp,
+                "skip",
+                f"only {state.rows_since_retrain} new validated rows (< {policy.min_new_validated_rows}); kept",
+                days,
+                numbers,
+                thresholds,
+            )
+        )
+    else:
+        run_key = "retrain-" + hashlib.sha256(",".join(days).encode()).hexdigest()[:16]
+        decisions.append(
+            Decision(
+                stamp,
+                "retrain",
+                f"retraining on {len(days)} triggering day(s)",
+                days,
+                numbers,
+                thresholds,
+                run_key=run_key,
+            )
+        )
+        state.pending, state.rows_since_retrain = [], 0
+        state.retrains.append(stamp)
+    return decisions, state

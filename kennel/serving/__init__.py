@@ -1,0 +1,1 @@
+"""What the Bento needs at request time (schemas, guards, the prediction log) and how models and Bentos are stored."""

@@ -1,0 +1,1 @@
+"""Training set split, XGBoost training and search, evaluation, and the promotion gate."""
