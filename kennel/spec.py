@@ -8,25 +8,91 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from datetime import date
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 SPEC_ENV_VAR = "KENNEL_DATASET_SPEC"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC_PATH = PROJECT_ROOT / "datasets" / "credit_demo.yaml"
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Column names the pipeline adds itself; a user column with one of these names would be shadowed.
-RESERVED_COLUMNS = frozenset(
-    {"record_id", "event_ts", "event_date", "label", "_reason", "_detail", "_raw", "_source_file"}
-)
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+# Column names that the lake, dbt or Kennel give a meaning of their own, each with its owner (named in
+# the error). No spec column (id, timestamp, label or feature) may take one; names are compared
+# ignoring case, as Spark and DuckDB resolve them.
+RESERVED_COLUMNS: dict[str, str] = {
+    name: owner
+    for owner, names in (
+        # The lake keeps each day of the clean, quarantine and prediction-log tables in a folder
+        # date=<day>, and dbt reads the clean Parquet with hive_partitioning
+        # (dbt/models/staging/sources.yml): a record column of this name would be silently replaced
+        # by the partition's value.
+        ("the lake's day partition", ("date",)),
+        # The columns of dbt/models/staging/stg_records.sql and dbt/models/features/features.sql.
+        (
+            "the dbt feature models",
+            ("record_id", "event_ts", "event_date", "label", "version_rank", "event_day_of_week", "event_hour"),
+        ),
+        # QUARANTINE_COLUMNS in kennel/ingestion/cleaning.py.
+        ("the quarantine table", ("reason", "detail", "raw", "source_file", "partition_date")),
+        # PREDICTION_COLUMNS and FEEDBACK_COLUMNS in kennel/serving/prediction_log.py: a prediction row
+        # holds the record's columns next to these, and feedback is joined onto it.
+        (
+            "the prediction log",
+            (
+                "request_id",
+                "predicted_at",
+                "model_tag",
+                "endpoint",
+                "probability",
+                "predicted_label",
+                "actual_label",
+                "feedback_at",
+            ),
+        ),
+        # kennel/serving/api.py builds its request models with one pydantic field per column, and
+        # pydantic refuses these names as fields.
+        (
+            "pydantic (the serving request models)",
+            (
+                "model_config",
+                "model_dump",
+                "model_dump_json",
+                "model_validate",
+                "model_validate_json",
+                "model_validate_strings",
+            ),
+        ),
+    )
+    for name in names
+}
+# Kennel's working columns start with "_": cleaning's (_corrupt_record, _raw, _source_file, _reason,
+# _t_<column>, … in kennel/ingestion/cleaning.py) and the monitoring profile's __score__
+# (kennel/monitoring/profile.py); pydantic also takes a leading "_" for a private attribute, which the
+# serving request models would drop.
+RESERVED_PREFIX = "_"
+
+# Bounds on the spec file, checked before anything is built from it: a realistic spec is a few KiB,
+# a few levels deep and a few hundred YAML values.
+MAX_SPEC_BYTES = 1024 * 1024  # also bounds the text once ${VAR} references are expanded
+MAX_SPEC_DEPTH = 32
+MAX_SPEC_VALUES = 100_000  # every alias counted as a copy of what it names
 
 
 # The checks built from the features themselves (kennel.ingestion.validation); user expectations may not reuse them.
@@ -36,6 +102,48 @@ OTHER_CATEGORY = "other"
 
 class SpecError(ValueError):
     """A data-set spec that cannot be used, with a message naming the file and the field."""
+
+
+def _column_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a spec column, or None when it can."""
+    if not _IDENTIFIER.match(name):
+        return "must be a plain identifier (letters, digits, _)"
+    if name.startswith(RESERVED_PREFIX):
+        return f"is reserved by Kennel: names starting with {RESERVED_PREFIX} are its working columns"
+    owner = RESERVED_COLUMNS.get(name.lower())
+    if owner:
+        return f"is reserved by Kennel for {owner} (names are compared ignoring case)"
+    return None
+
+
+def _untrimmed(value: str) -> bool:
+    """Cleaning trims landed values and reads a blank one as missing, so such a value never matches."""
+    return not value.strip() or value != value.strip()
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _labels_collide(a: str | int | float | bool, b: str | int | float | bool) -> bool:
+    """Whether one landed value would match both label values, and so be read as the positive label
+    whatever it was: kennel/ingestion/cleaning.py compares a numeric label value with the landed
+    value as a number, any other one as text ignoring case."""
+    if str(a).lower() == str(b).lower():
+        return True
+    if not (_is_number(a) or _is_number(b)):
+        return False
+    try:
+        return float(str(a)) == float(str(b))
+    except ValueError:  # text (true included) that is no number never equals a number
+        return False
 
 
 class FeatureType(str, Enum):
@@ -53,8 +161,8 @@ class Feature(_Strict):
     type: FeatureType
     description: str = ""
     nullable: bool = True
-    min: float | None = None
-    max: float | None = None
+    min: float | None = Field(default=None, allow_inf_nan=False)
+    max: float | None = Field(default=None, allow_inf_nan=False)
     categories: tuple[str, ...] | None = None
     # What cleaning does with a value outside `categories`: quarantine the row, or keep the row with
     # the value replaced by "other" (which must then be one of the categories, so every later stage
@@ -63,11 +171,10 @@ class Feature(_Strict):
 
     @field_validator("name")
     @classmethod
-    def _identifier(cls, v: str) -> str:
-        if not _IDENTIFIER.match(v):
-            raise ValueError(f"feature name {v!r} must be a plain identifier (letters, digits, _)")
-        if v in RESERVED_COLUMNS:
-            raise ValueError(f"feature name {v!r} is reserved by Kennel")
+    def _column_name(cls, v: str) -> str:
+        problem = _column_name_problem(v)
+        if problem:
+            raise ValueError(f"feature name {v!r} {problem}")
         return v
 
     @model_validator(mode="after")
@@ -78,6 +185,16 @@ class Feature(_Strict):
             raise ValueError(f"feature {self.name!r}: categories apply to categorical features only")
         if self.type is FeatureType.categorical and not self.categories:
             raise ValueError(f"feature {self.name!r}: a categorical feature needs its list of categories")
+        for category in self.categories or ():
+            if _untrimmed(category):
+                raise ValueError(
+                    f"feature {self.name!r}: category {category!r} is blank or has surrounding spaces; "
+                    "cleaning trims values before comparing, so no value could match it"
+                )
+        categories = list(self.categories or ())
+        twice = sorted({c for c in categories if categories.count(c) > 1})
+        if twice:
+            raise ValueError(f"feature {self.name!r}: categories listed twice: {twice}")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"feature {self.name!r}: min {self.min} is above max {self.max}")
         if self.unknown_category == "other":
@@ -113,6 +230,14 @@ class Source(_Strict):
     def is_s3(self) -> bool:
         return self.uri.startswith("s3://")
 
+    @field_validator("uri")
+    @classmethod
+    def _readable_scheme(cls, v: str) -> str:
+        # Any other scheme would be taken for a local folder named like it, found empty, and ingest nothing.
+        if _URI_SCHEME.match(v) and not v.startswith("s3://"):
+            raise ValueError(f"source.uri {v!r}: only local paths and s3:// URIs can be read")
+        return v
+
     @model_validator(mode="after")
     def _kafka_lands_jsonl(self) -> Source:
         if self.kafka is not None and self.format != "jsonl":
@@ -126,9 +251,20 @@ class Label(_Strict):
     negative: str | int | float | bool = Field(description="Label value meaning negative (e.g. 0, no)")
 
     @model_validator(mode="after")
-    def _distinct(self) -> Label:
-        if str(self.positive) == str(self.negative):
-            raise ValueError("label.positive and label.negative must differ")
+    def _values_cleaning_can_tell_apart(self) -> Label:
+        for field, value in (("label.positive", self.positive), ("label.negative", self.negative)):
+            if _is_number(value) and not _is_finite(value):
+                raise ValueError(f"{field} {value!r} must be a finite number")
+            if isinstance(value, str) and _untrimmed(value):
+                raise ValueError(
+                    f"{field} {value!r} is blank or has surrounding spaces; cleaning trims values before "
+                    "comparing, so no landed label could match it"
+                )
+        if _labels_collide(self.positive, self.negative):
+            raise ValueError(
+                f"label.positive and label.negative must differ as cleaning compares them (numbers as "
+                f"numbers, text ignoring case): {self.positive!r} and {self.negative!r} match the same values"
+            )
         return self
 
 
@@ -226,27 +362,33 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _columns(self) -> DatasetSpec:
-        names = [f.name for f in self.features]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"features listed twice: {dupes}")
-        for role, col in (
-            ("timestamp_column", self.timestamp_column),
+        roles = (
             ("id_column", self.id_column),
+            ("timestamp_column", self.timestamp_column),
             ("label.column", self.label.column),
-        ):
-            if not _IDENTIFIER.match(col):
-                raise ValueError(f"{role} {col!r} must be a plain identifier")
-            if col in names:
-                raise ValueError(f"{role} {col!r} cannot also be a feature")
-            if col in RESERVED_COLUMNS:
-                raise ValueError(f"{role} {col!r} is reserved by Kennel")
+        )
+        for role, col in roles:
+            problem = _column_name_problem(col)
+            if problem:
+                raise ValueError(f"{role} {col!r} {problem}")
+        # Spark and DuckDB resolve column names ignoring case, so Age and age are one column to them.
+        first_named: dict[str, str] = {}
+        for field, col in (*((f"features.{i}.name", f.name) for i, f in enumerate(self.features)), *roles):
+            first = first_named.setdefault(col.lower(), field)
+            if first != field:
+                what = f"a feature ({first})" if first.startswith("features.") else first
+                raise ValueError(
+                    f"{field} {col!r} cannot also be {what}: every column needs a name of its own, "
+                    "compared ignoring case"
+                )
         for col in self.sensitive_columns:
-            if col not in names:
+            if col not in self.feature_names:
                 raise ValueError(
                     f"sensitive column {col!r} is not a declared feature; declare it under features "
                     "(it is excluded from the model if you list it in sensitive_columns only)"
                 )
+        if not self.model_features:
+            raise ValueError("every feature is listed in sensitive_columns, which leaves the model no input")
         checks = [e.check_name for e in self.expectations]
         for e in self.expectations:
             unknown = [c for c in e.columns if c not in self.raw_columns]
@@ -256,6 +398,23 @@ class DatasetSpec(_Strict):
                 raise ValueError(f"two expectations are both named {e.check_name}; give them distinct names")
             if e.check_name.removeprefix("gx_") in BUILT_IN_CHECK_GROUPS:
                 raise ValueError(f"expectation name {e.check_name} is taken by a built-in check; rename it")
+        return self
+
+    @model_validator(mode="after")
+    def _relative_source_stays_inside(self) -> DatasetSpec:
+        """A relative source.uri stays inside the spec's folder, or inside the Kennel project for a spec
+        kept in it (the demo lands in ../.kennel/landing); anywhere else takes an absolute path."""
+        if self.source.is_s3 or not self.spec_path or Path(self.source.uri).is_absolute():
+            return self
+        folder = Path(self.spec_path).parent
+        # As written, not resolved: a symbolic link placed inside the folder may lead anywhere.
+        target = Path(os.path.normpath(folder / self.source.uri))
+        bounds = [folder, PROJECT_ROOT] if folder.is_relative_to(PROJECT_ROOT) else [folder]
+        if not any(target.is_relative_to(bound) for bound in bounds):
+            raise ValueError(
+                f"source.uri {self.source.uri!r} leads to {target}, outside {bounds[-1]}; a relative uri "
+                "may not climb out of it (write an absolute path to read elsewhere)"
+            )
         return self
 
     # --- derived views -------------------------------------------------------------------------
@@ -299,18 +458,130 @@ class DatasetSpec(_Strict):
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _expand_env(text: str) -> str:
-    """Expand ${VAR} and ${VAR:-default} so a spec can point at per-environment locations."""
+def _read_spec_text(path: Path) -> str:
+    """The spec file's text; at most MAX_SPEC_BYTES + 1 bytes are read (a path may name a device
+    that never ends)."""
+    try:
+        with path.open("rb") as spec_file:
+            data = spec_file.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise SpecError(f"data-set spec {path} cannot be read: {exc.strerror}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"data-set spec {path} is larger than {MAX_SPEC_BYTES:,} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"data-set spec {path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+
+
+def _expand_env(text: str, path: Path) -> str:
+    """Expand ${VAR} and ${VAR:-default} so a spec can point at per-environment locations.
+
+    The expanded text is held to MAX_SPEC_BYTES characters as well: a large variable referenced many
+    times would otherwise build a text of any size before YAML sees it."""
+    room = MAX_SPEC_BYTES - len(text)
 
     def sub(m: re.Match[str]) -> str:
-        value = os.environ.get(m.group(1))
-        if value:
-            return value
-        if m.group(2) is not None:
-            return m.group(2)
-        raise SpecError(f"environment variable {m.group(1)} is referenced by the spec but not set")
+        nonlocal room
+        name, default = m.group(1), m.group(2)
+        value = os.environ.get(name) or default
+        if value is None:
+            raise SpecError(f"data-set spec {path}: environment variable {name} is referenced but not set")
+        room -= len(value) - len(m.group(0))
+        if room < 0:
+            raise SpecError(
+                f"data-set spec {path}: expanding ${{{name}}} and the references before it makes the spec "
+                f"longer than {MAX_SPEC_BYTES:,} characters"
+            )
+        return value
 
     return _ENV_REF.sub(sub, text)
+
+
+class _SpecTooLarge(Exception):
+    """A spec document past MAX_SPEC_DEPTH or MAX_SPEC_VALUES; the message names where."""
+
+
+def _field(path: tuple[str | int | None, ...]) -> str:
+    """A YAML path as a dotted field name; a long one (an alias cycle's is endless) shortened."""
+    parts = [str(p) for p in path if p is not None]
+    if len(parts) > 8:
+        parts = [*parts[:6], "…", parts[-1]]
+    return ".".join(parts) or "(top level)"
+
+
+def _too_deep(path: tuple[str | int | None, ...]) -> _SpecTooLarge:
+    return _SpecTooLarge(f"{_field(path)} is nested deeper than {MAX_SPEC_DEPTH} levels (aliases counted as copies)")
+
+
+def _key_label(key: yaml.Node) -> str:
+    return key.value if isinstance(key, yaml.ScalarNode) else "<key>"
+
+
+def _children(node: yaml.Node) -> list[tuple[str | int, yaml.Node]]:
+    """A collection's items, each with its field label (index, or the key's text)."""
+    if isinstance(node, yaml.SequenceNode):
+        return list(enumerate(node.value))
+    if isinstance(node, yaml.MappingNode):
+        return [(_key_label(key), child) for key, value in node.value for child in (key, value)]
+    return []
+
+
+def _expanded_extent(
+    node: yaml.Node, path: tuple[str | int, ...], measured: dict[int, tuple[int, int]]
+) -> tuple[int, int]:
+    """The (values, levels) `node` stands for once every alias in it is expanded; raises _SpecTooLarge
+    past MAX_SPEC_VALUES or MAX_SPEC_DEPTH. A node that aliases share is measured once (`measured`), so
+    this takes time in proportion to the document, not to what it expands to."""
+    if len(path) >= MAX_SPEC_DEPTH:  # also where an alias inside its own anchor ends up
+        raise _too_deep(path)
+    if id(node) not in measured:
+        values, levels = 1, 1
+        for label, child in _children(node):
+            child_values, child_levels = _expanded_extent(child, (*path, label), measured)
+            values += child_values
+            levels = max(levels, child_levels + 1)
+            if values > MAX_SPEC_VALUES:
+                raise _SpecTooLarge(
+                    f"{_field(path)} stands for more than {MAX_SPEC_VALUES:,} YAML values once its aliases "
+                    "are expanded (an alias bomb?)"
+                )
+        measured[id(node)] = (values, levels)
+    values, levels = measured[id(node)]
+    if len(path) + levels > MAX_SPEC_DEPTH:
+        raise _too_deep(path)
+    return values, levels
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a document nested deeper than MAX_SPEC_DEPTH or standing for more
+    than MAX_SPEC_VALUES values, before any Python object is built from it.
+
+    PyYAML gives every alias its anchor's object, so an alias bomb (billion laughs) loads cheaply; the
+    copies are made later (pydantic, the fingerprint's JSON, GX's kwargs), where they would exhaust
+    memory. So the bounds count each alias as a copy of what it names.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._path: list[str | int | None] = []
+
+    def compose_node(self, parent: yaml.Node | None, index: yaml.Node | int | None) -> yaml.Node | None:
+        # The composer recurses once per level: stop it before Python's recursion limit does. `index`
+        # is the key node of a mapping value, the position of a sequence item, else None.
+        self._path.append(_key_label(index) if isinstance(index, yaml.Node) else index)
+        try:
+            if len(self._path) > MAX_SPEC_DEPTH:
+                raise _too_deep(tuple(self._path))
+            return super().compose_node(parent, index)  # type: ignore[arg-type]  # the stubs say int only
+        finally:
+            self._path.pop()
+
+    def compose_document(self) -> yaml.Node | None:
+        document = super().compose_document()
+        if document is not None:
+            _expanded_extent(document, (), {})
+        return document
 
 
 def load_spec(path: str | os.PathLike[str] | None = None) -> DatasetSpec:
@@ -318,9 +589,12 @@ def load_spec(path: str | os.PathLike[str] | None = None) -> DatasetSpec:
     path = Path(path or os.environ.get(SPEC_ENV_VAR) or DEFAULT_SPEC_PATH).resolve()
     if not path.exists():
         raise SpecError(f"data-set spec {path} does not exist (set {SPEC_ENV_VAR} to a spec file)")
+    text = _expand_env(_read_spec_text(path), path)
     try:
-        raw = yaml.safe_load(_expand_env(path.read_text()))
-    except yaml.YAMLError as exc:
+        raw = yaml.load(text, Loader=_BoundedLoader)
+    except _SpecTooLarge as exc:
+        raise SpecError(f"data-set spec {path} is refused: {exc}") from None
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: a date-like scalar that is no date (2026-13-45)
         raise SpecError(f"data-set spec {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise SpecError(f"data-set spec {path} must be a YAML mapping, got {type(raw).__name__}")
