@@ -90,3 +90,15 @@ def test_records_round_trip_through_the_lake(tmp_path):
     data.append_decisions(decisions[:3])
     data.append_decisions(decisions[3:])
     assert data.decisions() == decisions
+
+
+def test_a_new_drift_statistic_is_kept_without_a_record_change(tmp_path):
+    """Adding a statistic to kennel/monitoring/drift.py must not need this module: feature rows keep it."""
+    data = Lake(tmp_path / "lake").dataset("credit_demo")
+    drift = read_record(FIXTURES / "data_drift.json", MonitoringRecord)
+    row = {**drift.features[0].model_dump(), "energy_distance": 0.12}
+    data.write_monitoring(
+        MonitoringRecord.model_validate({**drift.model_dump(), "kind": "data_drift", "features": [row]})
+    )
+    stored = data.monitoring_records("data_drift")[drift.day].features[0]
+    assert stored.model_dump()["energy_distance"] == 0.12

@@ -87,6 +87,10 @@ MonitoringKind = Literal["data_drift", "serving_drift", "realized_performance"]
 
 
 class FeatureDriftRow(Record):
+    """One feature's drift; statistics added to kennel/monitoring/drift.py later are kept as they come."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
     feature: str
     kind: str  # numeric | categorical
     status: str  # ok | drifted | insufficient_data
