@@ -31,7 +31,8 @@ def dbt_vars(spec: DatasetSpec, lake: LakeResource) -> dict[str, Any]:
     """The spec's columns, handed to the generic dbt models."""
     return {
         "kennel": {
-            "clean_glob": lake.dataset(spec.name).clean_glob(),
+            # Only the published version of each day, each checked against its quality record first.
+            "clean_files": [str(path) for path in lake.dataset(spec.name).published_clean_files()],
             "id_column": spec.id_column,
             "timestamp_column": spec.timestamp_column,
             "label_column": spec.label.column,

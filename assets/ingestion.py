@@ -141,8 +141,18 @@ def build_landing_asset(spec: DatasetSpec, transport: str) -> dg.AssetsDefinitio
 def copy_landed_days(
     context: dg.AssetExecutionContext, spec: DatasetSpec, lake: LakeResource, s3: S3Resource
 ) -> dg.MaterializeResult:
-    """Copy each day's landed files into the lake's raw folder (replacing the day as a whole)."""
+    """Copy each day's landed files into the lake's raw folder (replacing the day as a whole); files refused
+    at landing (symbolic links, folders named like data: kennel.ingestion.landing) are not copied but listed
+    beside the copies, for cleaning to name in the day's quality record."""
     from kennel.ingestion.cleaning import count_raw_rows
+    from kennel.ingestion.landing import (
+        REFUSALS_FILE,
+        accepted,
+        copy_landed_file,
+        day_fingerprint,
+        refusals,
+        write_refusals,
+    )
     from kennel.lake import s3 as s3_files
 
     source = spec.source_location()
@@ -151,8 +161,13 @@ def copy_landed_days(
     client = s3.get_client() if on_s3 else None
     landed = list_landed(source, spec.source.format, client)
     per_day, missing = [], []
+    fingerprints: dict[str, str] = {}
+    refused_by_day: dict[str, dict[str, str]] = {}
     for day in context.partition_keys:
-        files = landed.get(day, [])
+        files, refused = accepted(landed.get(day, [])), refusals(landed.get(day, []))
+        if refused:
+            refused_by_day[day] = refused
+            context.log.warning(f"{day}: landed files refused, not copied: {refused}")
         if not files:
             missing.append(day)
             continue
@@ -168,13 +183,13 @@ def copy_landed_days(
                 for f in files
             }
         else:
-            writers = {
-                f.name.rsplit("/", 1)[-1]: (lambda path, src=f.location(source): shutil.copy2(src, path)) for f in files
-            }
+            writers = {f.name.rsplit("/", 1)[-1]: (lambda path, f=f: copy_landed_file(source, f, path)) for f in files}
         if len(writers) != len(files):
             raise dg.Failure(
                 f"{day}: two landed files share a file name in different folders: {[f.name for f in files]}"
             )
+        if refused:
+            writers[REFUSALS_FILE] = lambda path, refused=refused: write_refusals(path, refused)
         target.parent.mkdir(parents=True, exist_ok=True)
         s3_files.replace_local_dir(target, writers)
         lake.publish_dir(target)
@@ -185,13 +200,16 @@ def copy_landed_days(
                 "files": len(copied),
                 "bytes": sum(p.stat().st_size for p in copied),
                 "rows": count_raw_rows(spec, copied),
+                "refused": len(refused),
             }
         )
+        fingerprints[day] = day_fingerprint(files)
         context.log.info(f"{day}: {len(copied)} file(s), {per_day[-1]['rows']} rows")
     if missing:
         raise dg.Failure(
-            description=f"no landed {spec.source.format} files for {', '.join(missing)} under {source}",
-            metadata={"missing_days": missing, "source": source},
+            description=f"no landed {spec.source.format} files to copy for {', '.join(missing)} under {source}"
+            + (f" (refused: {refused_by_day})" if refused_by_day else ""),
+            metadata={"missing_days": missing, "refused": dg.MetadataValue.json(refused_by_day), "source": source},
         )
     return dg.MaterializeResult(
         metadata={
@@ -199,6 +217,9 @@ def copy_landed_days(
             "bytes": sum(d["bytes"] for d in per_day),
             "rows": sum(d["rows"] for d in per_day),
             "per_day": md_table(per_day),
+            "refused": dg.MetadataValue.json(refused_by_day),
+            # What was copied, per day, as the new-data sensor fingerprints the landing.
+            "landed_fingerprints": dg.MetadataValue.json(fingerprints),
             "source": source,
             "path": lake.location(data.raw_root()),
         }
@@ -209,7 +230,7 @@ def clean_and_validate(
     context: dg.AssetExecutionContext, spec: DatasetSpec, lake: LakeResource, pyspark: LazyPySparkResource
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     from kennel.ingestion.cleaning import PART_FILE, clean_partition
-    from kennel.ingestion.quality import build_record, file_digest, trailing_rows
+    from kennel.ingestion.quality import build_record, trailing_rows
     from kennel.ingestion.validation import validate_dataframe
 
     spark = pyspark.spark_session
@@ -218,7 +239,10 @@ def clean_and_validate(
     staging = lake.local.staging() / context.run_id
     records = []
     for day in sorted(context.partition_keys):
-        raw_dir, clean_dir, quarantine_dir = data.raw_dir(day), data.clean_dir(day), data.quarantine_dir(day)
+        raw_dir = data.raw_dir(day)
+        # Write-audit-publish: this run's version of the day, validated, then published by its record.
+        clean_dir = data.clean_version_dir(day, context.run_id)
+        quarantine_dir = data.quarantine_version_dir(day, context.run_id)
         lake.fetch_dir(raw_dir)
         files = sorted(raw_dir.glob(f"*.{spec.source.format}"))
         result = clean_partition(spark, spec, files, day, clean_dir, quarantine_dir, staging)
@@ -227,14 +251,14 @@ def clean_and_validate(
             groups = validate_dataframe(clean, spec)
         finally:
             clean.unpersist()
-        outputs = {"clean": file_digest(clean_dir / PART_FILE), "quarantine": file_digest(quarantine_dir / PART_FILE)}
+        outputs = {"clean": data.digest(clean_dir / PART_FILE), "quarantine": data.digest(quarantine_dir / PART_FILE)}
         record = build_record(
             spec, result, groups, run_id=context.run_id, trailing=trailing_rows(data, day), outputs=outputs
         )
-        # Data first, the quality record last: a record always describes files that are in place.
+        # Data first, the quality record last: a record only ever names files that are in place.
         lake.publish_file(clean_dir / PART_FILE)
         lake.publish_file(quarantine_dir / PART_FILE)
-        lake.publish_file(data.write_quality(record))
+        lake.publish_file(data.publish_day(record))
         records.append(record)
         context.log.info(
             f"{day}: {result.rows_in} in, {result.rows_clean} clean, {result.rows_quarantined} quarantined "

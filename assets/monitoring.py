@@ -180,7 +180,7 @@ def measure_data_drift(context: dg.AssetExecutionContext, data: DatasetLake) -> 
     def measure(champion: ServedChampion, day: str) -> dict[str, Any]:
         if not data.passed_validation(day):
             return {"status": "skipped: the day failed validation", "validated": False}
-        return drift_measures(champion, pd.read_parquet(data.clean_dir(day)), True)
+        return drift_measures(champion, pd.read_parquet(data.published(day)), True)
 
     result = record_days(context, data, "data_drift", measure)
     last = data.monitoring_records("data_drift").get(context.partition_keys[-1])
@@ -202,7 +202,7 @@ def measure_realized_performance(
     def measure(champion: ServedChampion, day: str) -> dict[str, Any]:
         frames = []
         if data.passed_validation(day):
-            landed = pd.read_parquet(data.clean_dir(day))
+            landed = pd.read_parquet(data.published(day))
             frames.append(landed.assign(label=landed[spec.label.column].astype(float)))
         served = read_predictions(data, start=day, end=day)
         if len(served):

@@ -130,10 +130,10 @@ def build_training_set(
             windows = split_windows(days, spec)
         except NotEnoughData as exc:
             raise dg.Failure(str(exc), metadata={"validated_days": days, "failed_days": failed}) from None
-        target = data.training_dir()
-        staging = lake.local.staging() / f"training-{context.run_id}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        # Written into this run's version folder, published by the training-set record once complete.
+        target = data.training_version_dir(context.run_id)
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
         summary = []
         for split in SPLITS:
             window = windows.of(split)
@@ -142,7 +142,7 @@ def build_training_set(
                 "order by event_ts, record_id",
                 [window],
             ).df()
-            frame.to_parquet(staging / f"{split}.parquet", index=False)
+            frame.to_parquet(target / f"{split}.parquet", index=False)
             summary.append(
                 {
                     "split": split,
@@ -153,9 +153,7 @@ def build_training_set(
                     "positive_rate": float(frame["label"].mean()) if len(frame) else None,
                 }
             )
-    shutil.rmtree(target, ignore_errors=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging.rename(target)
+    published = data.publish_training_set(context.run_id, {split: windows.of(split) for split in SPLITS})
     return dg.MaterializeResult(
         metadata={
             "splits": md_table(summary),
@@ -163,6 +161,7 @@ def build_training_set(
             "data_partitions": dg.MetadataValue.json(days),
             "excluded_failed_days": dg.MetadataValue.json(failed),
             "path": dg.MetadataValue.path(str(target)),
+            "version": published.version,
         }
     )
 
@@ -190,9 +189,9 @@ def train(
     )
 
     data = lake.dataset(spec.name)
-    folder = data.training_dir()
-    validation = pd.read_parquet(folder / "validation.parquet")
-    train_rows = pd.read_parquet(folder / "train.parquet")
+    train_file, validation_file = data.training_file("train"), data.training_file("validation")
+    validation = pd.read_parquet(validation_file)
+    train_rows = pd.read_parquet(train_file)
     partitions = tuple(latest_metadata(context, TRAINING_SET, "data_partitions"))
     base_card = ModelCard.for_spec(spec)
 
@@ -202,8 +201,8 @@ def train(
             return train_distributed(
                 pyspark.spark_session,
                 base_card,
-                folder / "train.parquet",
-                folder / "validation.parquet",
+                train_file,
+                validation_file,
                 validation,
                 cfg,
             )
@@ -219,10 +218,11 @@ def train(
         model_version=context.run_id[:8],
     )
     model = Model(trained.booster, card)
-    out = model.save(data.model_dir(context.run_id), spec.resolved_yaml())
+    # The folder is assembled in staging and moved into place whole: a model folder is complete or absent.
+    staging = model.save(lake.local.staging() / f"model-{context.run_id}", spec.resolved_yaml())
     version = code_version()
     write_model_record(
-        out,
+        staging,
         TrainingRecord(
             code_version=version,
             device=result.device,
@@ -237,7 +237,11 @@ def train(
         ),
     )
     # The drift reference travels with the model: monitoring compares new data to what it learned from.
-    save_reference(build_reference(spec, train_rows, model.score(train_rows)), out)
+    save_reference(build_reference(spec, train_rows, model.score(train_rows)), staging)
+    out = data.model_dir(context.run_id)
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(out)
     where = f"Spark cluster ({settings.num_workers} workers)" if result.distributed else result.device
     context.log.info(f"trained on {where}: best iteration {result.best_iteration}, {result.train_seconds}s")
     importance = [{"feature": k, "gain_share": v} for k, v in list(result.feature_importance.items())[:25]]
@@ -301,7 +305,7 @@ def evaluate_and_gate(
     model_dir = Path(latest_metadata(context, MODEL, "model_dir"))
     model = Model.load(model_dir)
     card = model.card
-    test = pd.read_parquet(data.training_dir() / "test.parquet")
+    test = pd.read_parquet(data.training_file("test"))
     scores = model.score(test)
     report = evaluate(test, scores, card.threshold, list(spec.sensitive_columns), config.min_group_rows)
     shap = shap_summary(model, test)

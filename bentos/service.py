@@ -43,7 +43,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from kennel.lake import LAKE_ROOT_ENV, Lake, configured_root
-from kennel.model import SPEC_FILE, Model, ModelCard, import_for_serving, record_columns
+from kennel.model import SPEC_FILE, Model, ModelCard, import_for_serving, record_columns, verify_checksums
 from kennel.serving.api import (
     ARROW_MEDIA_TYPE,
     DEFAULT_MAX_REQUEST_BYTES,
@@ -107,6 +107,7 @@ def _lake() -> Lake:
 MANIFEST = _manifest()
 MODEL = bentoml.models.BentoModel(MANIFEST.model_tag)
 MODEL_DIR = Path(MODEL.resolve().path)
+verify_checksums(MODEL_DIR)  # before the card and spec are parsed: a damaged folder fails with its checksum
 CARD = ModelCard.load(MODEL_DIR)
 SPEC = load_spec(MODEL_DIR / SPEC_FILE)
 FIELDS = input_field_names(SPEC, CARD)

@@ -43,6 +43,10 @@ def spark_conf(master: str = "local[2]", driver_memory: str = "2g") -> dict[str,
         # With pruning, a CSV line with too few fields is not flagged as malformed when only some
         # columns are selected; every row must be judged on all of its fields.
         "spark.sql.csv.parser.columnPruning.enabled": "false",
+        # A barrier stage (xgboost.spark's training) that cannot get all its slots, e.g. after a worker
+        # died, fails after 12 checks 5 s apart instead of Spark's default 40 × 15 s (ten minutes).
+        "spark.scheduler.barrier.maxConcurrentTasksCheck.interval": "5s",
+        "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures": "12",
     }
 
 

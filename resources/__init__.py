@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 from dagster_dbt import DbtCliResource, DbtProject
 from dagster_pyspark import LazyPySparkResource
 
@@ -22,7 +21,7 @@ from kennel.serving.model_store import DEFAULT_BENTOML_HOME
 from kennel.spark import prepare_spark_environment, spark_conf
 from kennel.spec import PROJECT_ROOT, DatasetSpec
 from resources.kafka import KafkaResource
-from resources.lake import LakeResource
+from resources.lake import BoundedS3Resource, LakeResource
 from resources.model_store import ModelStoreResource
 from resources.streams import StreamResource
 
@@ -43,8 +42,9 @@ def _optional_env(name: str) -> dg.EnvVar | None:
 def build_resources(env: str | None = None) -> dict[str, object]:
     env = env or _setting("KENNEL_ENV", "local")
     prepare_spark_environment()
-    # Credentials and region come from the standard AWS chain (AWS_ACCESS_KEY_ID, AWS_PROFILE, …).
-    s3 = S3Resource(endpoint_url=_optional_env("KENNEL_S3_ENDPOINT_URL"))
+    # Credentials and region come from the standard AWS chain (AWS_ACCESS_KEY_ID, AWS_PROFILE, …);
+    # retries and timeouts are bounded, so an S3 endpoint that goes away fails a run in seconds.
+    s3 = BoundedS3Resource(endpoint_url=_optional_env("KENNEL_S3_ENDPOINT_URL"))
     if env == "local":
         lake = LakeResource(
             root=configured_root(),

@@ -6,12 +6,53 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+import boto3
 import dagster as dg
+from botocore.config import Config
+from botocore.handlers import disable_signing
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from kennel.lake import DatasetLake, Lake
 from kennel.lake import s3 as s3_files
+
+
+class BoundedS3Resource(S3Resource):
+    """dagster-aws's S3Resource whose client gives up in bounded time when the endpoint goes away.
+
+    dagster-aws sets only the retry count; its client waits 60 s to connect and 60 s for each read,
+    so an endpoint that stops answering (rather than refusing) would hold a run for minutes per
+    request. Here every request is retried in botocore's `standard` mode (connection errors,
+    timeouts, throttling and 5xx answers; exponential backoff with jitter) up to `max_attempts`
+    attempts in all (dagster-aws's field, default 5), each bounded by the two timeouts. What still
+    fails is raised by kennel.lake.s3 as S3TransferError, naming the object and the endpoint.
+    """
+
+    connect_timeout_s: float = Field(default=5.0, description="Seconds to wait for a connection to the endpoint")
+    read_timeout_s: float = Field(default=30.0, description="Seconds to wait for each read from the endpoint")
+
+    def get_client(self) -> Any:
+        # As dagster_aws.s3.utils.construct_s3_client, which takes no timeouts.
+        client = boto3.session.Session(profile_name=self.profile_name).client(
+            "s3",
+            region_name=self.region_name,
+            use_ssl=self.use_ssl,
+            verify=self.verify,
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.aws_access_key_id,
+            aws_secret_access_key=self.aws_secret_access_key,
+            aws_session_token=self.aws_session_token,
+            config=Config(
+                # total_max_attempts counts the first attempt, as dagster-aws's max_attempts says
+                # (botocore's own max_attempts would count only the retries).
+                retries={"mode": "standard", "total_max_attempts": self.max_attempts},
+                connect_timeout=self.connect_timeout_s,
+                read_timeout=self.read_timeout_s,
+            ),
+        )
+        if self.use_unsigned_session:
+            client.meta.events.register("choose-signer.s3.*", disable_signing)
+        return client
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -61,10 +102,11 @@ class LakeResource(dg.ConfigurableResource):
     def publish_file(self, local: Path) -> None:
         """Upload one lake file to S3 (one object: readers see the old or the new one). Local lake: no-op."""
         if self.is_remote:
-            self._client().upload_file(str(local), *self._bucket_key(local))
+            s3_files.upload_file(self._client(), local, *self._bucket_key(local))
 
     def publish_dir(self, local_dir: Path) -> None:
-        """Make the S3 folder hold local_dir's files, manifest last. Local lake: no-op."""
+        """Make the S3 folder hold local_dir's files, manifest last: readers see the old folder or the
+        new one. Local lake: no-op."""
         if self.is_remote:
             s3_files.publish_dir(self._client(), local_dir, *self._bucket_key(local_dir))
 

@@ -3,7 +3,9 @@
 The sensor reads only small records (the per-day quality record and monitoring records), never data;
 the decision itself is kennel.monitoring.retraining.decide, with its state in the sensor cursor so a restarted
 daemon repeats no decision. Every decision is appended to the decision log (a JSON-lines file that
-DuckDB or pandas can query) and shown in the UI as a materialization of `retraining_decisions`.
+DuckDB or pandas can query) once per decision id, so evaluating the sensor again on the same evidence (a
+`dagster sensor preview`, a tick whose cursor was not saved) logs and alerts nothing twice; each tick's
+decisions are shown in the UI as materializations of `retraining_decisions`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from kennel.monitoring.retraining import (
 )
 from kennel.spec import DatasetSpec
 from resources.lake import LakeResource
+from sensors.housekeeping import sweep_abandoned_runs
 
 SENSOR_NAME = "retrain_on_drift_or_decay"
 
@@ -84,14 +87,14 @@ def build_retraining_sensor(spec: DatasetSpec, train_job_name: str) -> dg.Sensor
         "throttled (cooldown, daily limit, minimum new rows) and never on failed data.",
     )
     def retraining_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
+        sweep_abandoned_runs(context.instance, lake.local, context.log)
         data = lake.dataset(spec.name)
         decisions, state = decide(
             policy_from_env(), gather_signals(data), LoopState.from_json(context.cursor), datetime.now(UTC)
         )
         records = [d.record() for d in decisions]
-        if records:
-            data.append_decisions(records)
-        for record in records:
+        # Alerts go out for decisions logged now only: an evaluation that decided the same before sent them.
+        for record in data.append_decisions(records):
             if record.action == "alert":
                 send_alert(
                     f"[{spec.name}] data-quality alert for {', '.join(record.days)}: {record.reason}",
@@ -100,6 +103,9 @@ def build_retraining_sensor(spec: DatasetSpec, train_job_name: str) -> dg.Sensor
                 )
             elif record.action == "retrain":
                 context.log.info(f"retraining: {record.reason} ({', '.join(record.days)})")
+        # Materializations and run requests are kept by the daemon for real ticks only (never for a
+        # preview), so they follow this evaluation's decisions, logged now or before; a run key already
+        # launched is not launched again.
         events = [
             dg.AssetMaterialization(
                 DECISIONS,
@@ -110,6 +116,7 @@ def build_retraining_sensor(spec: DatasetSpec, train_job_name: str) -> dg.Sensor
                     "numbers": dg.MetadataValue.json(r.numbers),
                     "thresholds": dg.MetadataValue.json(r.thresholds),
                     "run_key": r.run_key or "",
+                    "decision_id": r.decision_id,
                 },
             )
             for r in records

@@ -1,6 +1,6 @@
 """The closed loop on the demo data, through Dagster's own APIs on a real instance: baseline → champion;
 drift → exactly one retrain → new champion and Bento; corrupt day → alert, no retrain; a drift burst in
-cooldown → one coalesced retrain; a restarted sensor repeats nothing."""
+cooldown → one coalesced retrain; a restarted or previewed sensor repeats nothing."""
 
 import json
 import threading
@@ -79,6 +79,7 @@ def loop(tmp_path_factory):
         timeline["baseline_tick"] = first = tick(project, None)
 
         assert project.run("ingest_daily", d[4:8]).success  # drift arrives
+        tick(project, first.cursor)  # `dagster sensor preview` first: the tick after it must repeat nothing
         timeline["drift_tick"] = drift = tick(project, first.cursor)
         timeline["restart_tick"] = tick(project, drift.cursor)  # a restarted daemon resumes from its cursor
         timeline["retrain"] = [retrain(project, r) for r in drift.run_requests]
@@ -89,6 +90,7 @@ def loop(tmp_path_factory):
         bad = tmp / "landing" / d[8] / "part-00000.csv"
         pd.read_csv(bad, dtype=str).drop(columns=[project.spec.label.column]).to_csv(bad, index=False)
         project.run("ingest_daily", d[8:9])
+        tick(project, after.cursor)  # previewed too: one alert, not two
         timeline["corrupt_tick"] = corrupt = tick(project, after.cursor)
 
         # The world drifts back (baseline days, drifted against the new champion) inside the cooldown:
@@ -131,7 +133,7 @@ def test_corrupt_day_alerts_and_never_retrains(loop):
     assert t["corrupt_tick"].run_requests == []
     alerts = [d for d in t["decisions"] if d.action == "alert"]
     assert [a.days for a in alerts] == [["2026-01-09"]]
-    assert any("2026-01-09" in w["text"] for w in t["webhook"])
+    assert [w["details"]["decision_id"] for w in t["webhook"] if "2026-01-09" in w["text"]] == [alerts[0].decision_id]
 
 
 def test_burst_in_cooldown_is_coalesced_into_one_retrain(loop):
@@ -148,5 +150,7 @@ def test_every_decision_is_reported_to_dagster(loop):
     ticks = [v for k, v in t.items() if k.endswith("_tick")]
     events = [e for tick_result in ticks for e in tick_result.asset_events]
     assert len(events) == len(t["decisions"])  # the daemon stores these as materializations
+    # Previews and replays from one cursor logged nothing twice.
+    assert [e.metadata["decision_id"].value for e in events] == [d.decision_id for d in t["decisions"]]
     assert {e.asset_key for e in events} == {dg.AssetKey("retraining_decisions")}
     assert {e.metadata["action"].value for e in events} == {"skip", "retrain", "alert"}

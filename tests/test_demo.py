@@ -15,7 +15,7 @@ import pytest
 
 from kennel import demo
 from kennel.ingestion.reasons import Reason
-from kennel.spec import DEFAULT_SPEC_PATH, DatasetSpec, FeatureType, load_spec
+from kennel.spec import DEFAULT_SPEC_PATH, MAX_ID_LENGTH, DatasetSpec, FeatureType, load_spec
 
 SENSOR_SPEC = """
 name: sensor_demo
@@ -142,6 +142,8 @@ def _row_reason(spec: DatasetSpec, header: list[str], fields: list[str], day: st
             ts = datetime.fromisoformat(ts_text)
         except ValueError:
             return Reason.wrong_type.value
+    if len(row[spec.id_column]) > MAX_ID_LENGTH:
+        return Reason.id_too_long.value
     required = [spec.id_column, spec.timestamp_column, spec.label.column]
     required += [f.name for f in spec.features if not f.nullable]
     if any(not row[c] for c in required):

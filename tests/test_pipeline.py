@@ -183,7 +183,7 @@ def test_failed_validation_blocks_downstream_and_is_never_trained_on(tmp_path):
         assert {"gx_row_count", "quarantine_rate"} <= failed
         materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
         assert "model" not in materialized and "features" not in materialized and "bento" not in materialized
-        quarantine = pd.read_parquet(project.lake.dataset(project.spec.name).quarantine_dir(days[-1]))
+        quarantine = pd.read_parquet(project.lake.dataset(project.spec.name).published(days[-1], "quarantine"))
         assert set(quarantine["reason"]) == {"missing_column"} and len(quarantine) == 200
 
         # A later training run skips the failed day and says so.

@@ -1,7 +1,12 @@
-"""The retraining decision logic: quality-aware, throttled, coalescing, and silent on repeated evidence."""
+"""The retraining decision logic: quality-aware, throttled, coalescing, and silent on repeated evidence;
+decision ids that follow the evidence, and a decision log that keeps each id once."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
+from kennel.lake import Lake
+from kennel.lake.records import RetrainDecisionRecord
 from kennel.monitoring.retraining import (
     LoopState,
     PartitionSignal,
@@ -66,3 +71,56 @@ def test_performance_decay_triggers_and_no_signal_only_logs():
     assert [d.action for d in decisions] == ["skip", "skip", "retrain"]
     assert "performance decay" in decisions[0].reason and decisions[1].reason.startswith("no drift")
     assert decisions[-1].days == ("2026-02-01",)
+
+
+def test_decision_ids_follow_the_evidence_not_the_clock():
+    signals = [drift("2026-02-01"), PartitionSignal(day="2026-02-02", quality_passed=False, rows=0)]
+    first, state = decide(POLICY, signals, LoopState(), T0)
+    # The same cursor evaluated later (a preview, then the tick) decides the same ids and run key.
+    replay, _ = decide(POLICY, signals, LoopState(), T0 + timedelta(minutes=5))
+    assert [d.decision_id for d in replay] == [d.decision_id for d in first]
+    assert [d.at for d in replay] != [d.at for d in first]
+    assert len({d.decision_id for d in first}) == len(first)
+    retrain = first[-1]
+    assert retrain.action == "retrain" and retrain.run_key == f"retrain-{retrain.decision_id}"
+
+    # The same days with new evidence are a new decision, and a retrain on them a new run.
+    again, _ = decide(POLICY, [drift("2026-02-01", share=0.6)], state, T0 + timedelta(hours=7))
+    assert again[-1].action == "retrain" and again[-1].days == retrain.days
+    assert again[-1].run_key != retrain.run_key
+    assert not {d.decision_id for d in again} & {d.decision_id for d in first}
+
+
+def test_evidence_that_returns_is_decided_again():
+    failed = PartitionSignal(day="2026-02-01", quality_passed=False, rows=0, failed_checks=("gx_row_count",))
+    alert, state = decide(POLICY, [failed], LoopState(), T0)
+    _, state = decide(POLICY, [drift("2026-02-01", share=0.0)], state, T0 + timedelta(hours=1))  # fixed
+    alert_again, _ = decide(POLICY, [failed], state, T0 + timedelta(hours=2))  # and broken the same way
+    assert [d.action for d in alert_again] == ["alert"]
+    assert alert_again[0].decision_id != alert[0].decision_id
+
+
+def test_the_decision_log_keeps_one_entry_per_decision_id(tmp_path):
+    data = Lake(tmp_path / "lake").dataset("loop")
+    decisions, _ = decide(POLICY, [drift("2026-02-01"), drift("2026-02-02")], LoopState(), T0)
+    records = [d.record() for d in decisions]
+    assert data.append_decisions(records[:1]) == records[:1]
+    assert data.append_decisions(records) == records[1:]  # the first is logged already
+    assert data.append_decisions(records) == []
+    assert [r.decision_id for r in data.decisions()] == [r.decision_id for r in records]
+
+
+def test_concurrent_evaluations_log_each_decision_once(tmp_path):
+    data = Lake(tmp_path / "lake").dataset("loop")
+    decisions, _ = decide(POLICY, [drift(f"2026-02-{d:02d}") for d in range(1, 8)], LoopState(), T0)
+    records = [d.record() for d in decisions]
+    start = threading.Barrier(8)
+
+    def evaluate() -> list[RetrainDecisionRecord]:
+        start.wait()
+        return data.append_decisions(records)
+
+    with ThreadPoolExecutor(8) as pool:
+        logged_by = list(pool.map(lambda _: evaluate(), range(8)))
+    assert sorted(len(new) for new in logged_by) == [0] * 7 + [len(records)]
+    assert [r.decision_id for r in data.decisions()] == [r.decision_id for r in records]

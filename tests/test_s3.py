@@ -73,17 +73,21 @@ def test_s3_source_and_lake_end_to_end(tmp_path, buckets):
         assert record.day == day and record.passed and record.rows_in == report.rows_per_day[day]
         assert record.reasons == {k: v for k, v in report.expected_reasons_by_day[day].items() if v}
         for table in ("clean", "quarantine"):
-            body = _body(client, f"kennel/{table}/credit_demo/date={day}/part-00000.parquet")
+            published = record.outputs[table].file
+            assert published.startswith(f"{table}/credit_demo/date={day}/v-")  # this run's version of the day
+            body = _body(client, f"kennel/{published}")
             # The quality record, written last, names exactly the bytes that are on S3.
             assert hashlib.sha256(body).hexdigest() == record.outputs[table].sha256
-            assert (
-                body
-                == (tmp_path / "mirror" / table / "credit_demo" / f"date={day}" / "part-00000.parquet").read_bytes()
-            )
+            assert body == (tmp_path / "mirror" / published).read_bytes()
     assert not [k for k in keys if "_staging" in k or "/." in k], "no temporary object is left on S3"
 
     # A fresh machine (empty working folder) re-cleans a day from the S3 lake alone, to the same bytes.
-    before = _body(client, f"kennel/clean/credit_demo/date={DAYS[1]}/part-00000.parquet")
+    def published_clean() -> str:
+        record = QualityRecord.model_validate_json(_body(client, f"kennel/quality/credit_demo/{DAYS[1]}.json"))
+        return record.outputs["clean"].file
+
+    first_version = published_clean()
+    before = _body(client, f"kennel/{first_version}")
     fresh = LakeResource(root="s3://lake/kennel", mirror=str(tmp_path / "fresh-mirror"), s3=s3)
     clean_assets = [a for a in build_ingestion_assets(spec) if dg.AssetKey("clean_records") in a.keys]
     with dg.instance_for_test() as instance:
@@ -94,10 +98,10 @@ def test_s3_source_and_lake_end_to_end(tmp_path, buckets):
             resources={"lake": fresh, "pyspark": defs.resources["pyspark"]},
         )
         assert again.success
-    assert _body(client, f"kennel/clean/credit_demo/date={DAYS[1]}/part-00000.parquet") == before
-    assert (
-        tmp_path / "fresh-mirror" / "clean" / "credit_demo" / f"date={DAYS[1]}" / "part-00000.parquet"
-    ).read_bytes() == before
+    second_version = published_clean()
+    assert second_version != first_version  # the re-run published a version of its own
+    assert _body(client, f"kennel/{second_version}") == before
+    assert (tmp_path / "fresh-mirror" / second_version).read_bytes() == before
 
 
 def test_unpublished_raw_day_fails_clearly(tmp_path, buckets):

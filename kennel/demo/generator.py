@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from kennel.ingestion.reasons import Reason
-from kennel.spec import DatasetSpec, FeatureType, SpecError, load_spec
+from kennel.spec import MAX_ID_LENGTH, DatasetSpec, FeatureType, SpecError, load_spec
 
 # What the corrupt scenario injects: every reason a landed row can earn. A file that cannot be read at
 # all (Reason.unreadable_file) is file-level breakage, covered by the malformed-input corpus tests.
@@ -46,7 +46,7 @@ ROW_REASONS = [r for r in Reason if r is not Reason.unreadable_file]
 SCENARIOS = ("baseline", "drift", "corrupt")
 FILE_FORMATS = ("csv", "parquet")
 
-# Corrupt scenario: share of a day's lines per injected problem kind (9 kinds ≈ 3.6 % of lines),
+# Corrupt scenario: share of a day's lines per injected problem kind (10 kinds ≈ 4 % of lines),
 # and the size of the one missing-column file relative to a day's rows.
 CORRUPT_SHARE_PER_KIND = 0.004
 MISSING_COLUMN_SHARE = 0.02
@@ -513,6 +513,7 @@ class _Corruptor:
         mutations: dict[Reason, Callable[[list[str]], list[str]]] = {
             Reason.unparsable_line: self.unparsable_line,
             Reason.wrong_type: self.wrong_type,
+            Reason.id_too_long: self.id_too_long,
             Reason.missing_required: self.missing_required,
             Reason.invalid_label: self.set_invalid_label,
             Reason.out_of_range: self.out_of_range,
@@ -543,6 +544,11 @@ class _Corruptor:
     def wrong_type(self, row: list[str]) -> list[str]:
         column = self._one([*self.numeric, *self.boolean])
         return self._set(row, column, WRONG_TYPE_NUMERIC if column in self.numeric else WRONG_TYPE_BOOLEAN)
+
+    def id_too_long(self, row: list[str]) -> list[str]:
+        # One character past the longest id serving takes; still unique, as the ids it extends are.
+        record_id = row[self.index[self.spec.id_column]]
+        return self._set(row, self.spec.id_column, record_id + "-" + "x" * (MAX_ID_LENGTH - len(record_id)))
 
     def missing_required(self, row: list[str]) -> list[str]:
         return self._set(row, self._one(self.required), "")

@@ -8,9 +8,7 @@ and the day's clean row count against the trailing average of the days before it
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
-from pathlib import Path
 
 from kennel.ingestion.cleaning import CleaningResult
 from kennel.ingestion.validation import GroupOutcome
@@ -25,14 +23,6 @@ def trailing_rows(lake: DatasetLake, day: str, days: int = TRAILING_DAYS) -> tup
     """Mean clean rows of up to `days` recorded days before `day`, and how many days that mean covers."""
     before = [r.rows_clean for r in lake.quality_records() if r.day < day][-days:]
     return (sum(before) / len(before) if before else None), len(before)
-
-
-def file_digest(path: Path) -> FileDigest:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return FileDigest(file=path.name, bytes=path.stat().st_size, sha256=digest.hexdigest())
 
 
 def build_record(

@@ -7,12 +7,15 @@ from enum import Enum
 
 
 class Reason(str, Enum):
-    unreadable_file = (
-        "unreadable_file"  # the file cannot be read at all (broken Parquet, a header naming a column twice)
-    )
-    unparsable_line = "unparsable_line"  # the line could not be split into the expected fields
+    # the file cannot be read at all: broken Parquet, a CSV header naming a column twice or that is no
+    # UTF-8 text (a UTF-16 file)
+    unreadable_file = "unreadable_file"
+    # the line is no record: not valid UTF-8, holds a control character or no visible character, or does
+    # not split into the expected fields (wrong field count, broken quoting, not a JSON object)
+    unparsable_line = "unparsable_line"
     missing_column = "missing_column"  # the file lacks a column the spec requires: whole file quarantined
     wrong_type = "wrong_type"  # a value does not parse as its declared type
+    id_too_long = "id_too_long"  # the id is longer than kennel.spec.MAX_ID_LENGTH characters (serving's limit)
     missing_required = "missing_required"  # id, timestamp, label or a non-nullable feature is empty
     invalid_label = "invalid_label"  # label is neither the positive nor the negative value
     out_of_range = "out_of_range"  # numeric value outside the spec's min/max

@@ -4,11 +4,12 @@ Layout under the root (a local folder; an s3:// lake is worked on in a local mir
 layout, see resources/lake.py):
 
     raw/<dataset>/<day>/…                              landed files, copied unchanged
-    clean/<dataset>/date=<day>/part-00000.parquet      typed, deduplicated rows of the day
-    quarantine/<dataset>/date=<day>/part-00000.parquet rows that failed cleaning, with reasons
-    quality/<dataset>/<day>.json                       QualityRecord (written after the data)
+    clean/<dataset>/date=<day>/v-<run>/part-00000.parquet  typed, deduplicated rows of the day
+    quarantine/<dataset>/date=<day>/v-<run>/part-00000.parquet rows that failed cleaning, with reasons
+    quality/<dataset>/<day>.json                       QualityRecord: publishes one version of the day
     warehouse.duckdb                                   dbt feature models
-    training/<dataset>/{train,validation,test}.parquet the current training set
+    training/<dataset>/v-<run>/{train,validation,test}.parquet  training sets
+    training/<dataset>/current.json                    TrainingSetRecord: publishes one of them
     models/<dataset>/<run id>/                         a model folder (kennel.model) + its records
     monitoring/<dataset>/<day>/<kind>.json             MonitoringRecord per day and kind
     monitoring/<dataset>/decisions.jsonl               RetrainDecisionRecord log
@@ -19,25 +20,41 @@ layout, see resources/lake.py):
 
 Callers ask for a location by what it holds (`lake.dataset(name).clean_dir(day)`) and read and write
 records through the methods here, so the layout and the record formats change in one place.
+
+Write-audit-publish: a run writes a day's clean and quarantine tables (or a training set) into a
+version folder of its own, checks them, and publishes them by replacing one small record, written
+last and atomically: the quality record of the day (the training-set record). A crash at any instant
+leaves the previous record, still naming the previous version's intact files, or the new one.
+Readers take files only through the records and verify their size and SHA-256 first
+(`LakeIntegrityError` otherwise). The crash points of this code are in kennel/lake/faults.py.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import re
+import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from kennel.lake.faults import crash_point
 from kennel.lake.records import (
     EvaluationRecord,
+    FileDigest,
     GateDecision,
     MonitoringKind,
     MonitoringRecord,
     QualityRecord,
     RetrainDecisionRecord,
     TrainingRecord,
+    TrainingSetRecord,
 )
 from kennel.spec import PROJECT_ROOT
 
@@ -63,6 +80,59 @@ def configured_root() -> str:
     """The lake every Kennel entry point (the project, the CLI, the demo, a Bento from a checkout) uses
     unless told otherwise: $KENNEL_LAKE_ROOT as set (a folder or an s3:// URI), else DEFAULT_ROOT."""
     return os.environ.get(LAKE_ROOT_ENV) or str(DEFAULT_ROOT)
+
+
+_DAY_DATA_WRITTEN = crash_point(
+    "day.data_written", "the run's clean and quarantine files are in its version folder; the record is not"
+)
+_DAY_RECORD_WRITTEN = crash_point(
+    "day.record_written", "the new quality record publishes the new version; older versions are still on disk"
+)
+_TRAINING_SET_WRITTEN = crash_point(
+    "training_set.written", "the new training set is in its version folder; the record is not"
+)
+_TRAINING_SET_RECORD_WRITTEN = crash_point(
+    "training_set.record_written", "the new training-set record is written; older versions are still on disk"
+)
+
+
+class LakeIntegrityError(RuntimeError):
+    """A file in the lake is not what the record that publishes it says: refuse to use it."""
+
+
+def file_digest(path: Path, lake_root: Path) -> FileDigest:
+    """What a record says about a file it publishes (its path relative to the lake root)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return FileDigest(file=path.relative_to(lake_root).as_posix(), bytes=path.stat().st_size, sha256=digest.hexdigest())
+
+
+def verified(path: Path, expected: FileDigest, lake_root: Path, what: str) -> Path:
+    """`path`, once its size and SHA-256 match `expected`; LakeIntegrityError (naming `what`) otherwise."""
+    if not path.is_file():
+        raise LakeIntegrityError(f"{what}: {path} is missing; the record that publishes it cannot be used")
+    actual = file_digest(path, lake_root) if path.is_relative_to(lake_root) else None
+    if actual is None or (actual.bytes, actual.sha256) != (expected.bytes, expected.sha256):
+        found = f"{actual.bytes} bytes, sha256 {actual.sha256}" if actual else "a file outside the lake"
+        raise LakeIntegrityError(
+            f"{what}: {path} holds {found}, but its record says {expected.bytes} bytes, sha256 {expected.sha256}; "
+            "refusing to read it (re-run the step that writes it)"
+        )
+    return path
+
+
+@contextmanager
+def exclusive(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock (a file next to what it guards) while publishing: one publisher at a time."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -135,11 +205,11 @@ class DatasetLake:
         return self.lake.root / "clean" / self.name
 
     def clean_dir(self, day: str) -> Path:
+        """The day's folder of clean tables: one version folder per run that wrote the day."""
         return day_partition(self.clean_root(), day)
 
-    def clean_glob(self) -> str:
-        """Every day's clean Parquet file, as a glob DuckDB reads with hive partitioning (the dbt source)."""
-        return str(self.clean_root()) + "/*/*.parquet"
+    def clean_version_dir(self, day: str, version: str) -> Path:
+        return self.clean_dir(day) / f"v-{version}"
 
     def quarantine_root(self) -> Path:
         return self.lake.root / "quarantine" / self.name
@@ -147,8 +217,14 @@ class DatasetLake:
     def quarantine_dir(self, day: str) -> Path:
         return day_partition(self.quarantine_root(), day)
 
+    def quarantine_version_dir(self, day: str, version: str) -> Path:
+        return self.quarantine_dir(day) / f"v-{version}"
+
     def training_dir(self) -> Path:
         return self.lake.root / "training" / self.name
+
+    def training_version_dir(self, version: str) -> Path:
+        return self.training_dir() / f"v-{version}"
 
     def model_dir(self, run_id: str) -> Path:
         return self.lake.root / "models" / self.name / run_id
@@ -189,6 +265,93 @@ class DatasetLake:
         record = self.quality(day)
         return record is not None and record.passed
 
+    def digest(self, path: Path) -> FileDigest:
+        return file_digest(path, self.lake.root)
+
+    def _output_path(self, record: QualityRecord, table: str) -> Path:
+        digest = record.outputs[table]
+        if record.version >= 3:
+            return self.lake.root / digest.file
+        # Version 2 records name a file in the day's folder itself (one version per day, overwritten).
+        folder = self.clean_dir(record.day) if table == "clean" else self.quarantine_dir(record.day)
+        return folder / digest.file
+
+    def published(self, day: str, table: str = "clean") -> Path | None:
+        """The published clean (or quarantine) file of `day`, verified; None when no record publishes one."""
+        record = self.quality(day)
+        if record is None or table not in record.outputs:
+            return None
+        return verified(
+            self._output_path(record, table),
+            record.outputs[table],
+            self.lake.root,
+            f"the {table} table of {self.name} {day}",
+        )
+
+    def published_clean_files(self) -> list[Path]:
+        """Every day's published clean file, verified, oldest day first (what the feature models read)."""
+        return [path for record in self.quality_records() if (path := self.published(record.day)) is not None]
+
+    def publish_day(self, record: QualityRecord) -> Path:
+        """Publish the version of a day that `record` describes: check its files, replace the day's record,
+        then remove every other version of the day. One publisher per day at a time; a run whose files
+        were removed by a concurrent publisher of the same day fails here instead of publishing them."""
+        _DAY_DATA_WRITTEN()
+        with exclusive(self.quality_dir() / f".{record.day}.lock"):
+            kept = {}
+            for table in ("clean", "quarantine"):
+                path = self._output_path(record, table)
+                verified(
+                    path, record.outputs[table], self.lake.root, f"the new {table} table of {self.name} {record.day}"
+                )
+                kept[table] = path.parent
+            path = self.write_quality(record)
+            _DAY_RECORD_WRITTEN()
+            for version_dir in kept.values():
+                day_dir = version_dir.parent
+                for other in day_dir.iterdir():
+                    if other != version_dir:
+                        shutil.rmtree(other) if other.is_dir() else other.unlink()
+        return path
+
+    # --- the training set ---------------------------------------------------------------------------------
+
+    def training_set(self) -> TrainingSetRecord | None:
+        return read_record(self.training_dir() / "current.json", TrainingSetRecord)
+
+    def training_file(self, split: str) -> Path:
+        """The published training set's file of `split` ("train", "validation", "test"), verified."""
+        record = self.training_set()
+        if record is None:
+            raise LakeIntegrityError(f"{self.name} has no published training set: materialize training_set")
+        return verified(
+            self.lake.root / record.files[split].file,
+            record.files[split],
+            self.lake.root,
+            f"the {split} split of {self.name}'s training set {record.version}",
+        )
+
+    def publish_training_set(self, version: str, days: dict[str, list[str]]) -> TrainingSetRecord:
+        """Publish the training set written in `training_version_dir(version)` (one Parquet file per
+        split), then remove the other versions."""
+        folder = self.training_version_dir(version)
+        record = TrainingSetRecord(
+            version=version,
+            written_at=datetime.now(UTC).isoformat(),
+            days=days,
+            files={split: self.digest(folder / f"{split}.parquet") for split in days},
+        )
+        _TRAINING_SET_WRITTEN()
+        with exclusive(self.training_dir() / ".lock"):
+            write_atomically(self.training_dir() / "current.json", record.model_dump_json(indent=2))
+            _TRAINING_SET_RECORD_WRITTEN()
+            for other in self.training_dir().iterdir():
+                if other.is_dir() and other != folder:
+                    shutil.rmtree(other)
+                elif other.suffix == ".parquet":  # the single, unversioned training set older releases wrote
+                    other.unlink()
+        return record
+
     # --- monitoring records and the decision log ------------------------------------------------------
 
     def monitoring_dir(self) -> Path:
@@ -217,8 +380,25 @@ class DatasetLake:
     def decisions(self) -> list[RetrainDecisionRecord]:
         return read_lines(self.decision_log(), RetrainDecisionRecord)
 
-    def append_decisions(self, decisions: list[RetrainDecisionRecord]) -> None:
-        append_lines(self.decision_log(), list(decisions))
+    def append_decisions(self, decisions: list[RetrainDecisionRecord]) -> list[RetrainDecisionRecord]:
+        """Log the decisions whose id is not logged yet, and return them: evaluating the sensor twice on
+        the same evidence (a preview and a tick, two ticks from one cursor) logs each decision once. The
+        lock makes the check and the append one step for concurrent evaluations."""
+        if not decisions:
+            return []
+        log = self.decision_log()
+        with exclusive(log.with_name(f".{log.name}.lock")):
+            logged = {d.decision_id for d in read_lines(log, RetrainDecisionRecord) if d.decision_id}
+            new: list[RetrainDecisionRecord] = []
+            for decision in decisions:
+                if decision.decision_id in logged:
+                    continue
+                new.append(decision)
+                if decision.decision_id:
+                    logged.add(decision.decision_id)
+            if new:
+                append_lines(log, list(new))
+        return new
 
 
 _MODEL_RECORD_FILES: dict[type[BaseModel], str] = {

@@ -28,11 +28,16 @@ from kennel.lake import (
     read_record,
     write_atomically,
 )
+from kennel.lake.faults import crash_point
 from kennel.lake.records import (
     ChampionEntry,
     ChampionEvent,
     ChampionPointer,
     GateDecision,
+)
+
+_HISTORY_APPENDED = crash_point(
+    "champion.history_appended", "the change is in history.jsonl; champion.json still names the previous champion"
 )
 
 POINTER_FILE = "champion.json"
@@ -77,7 +82,12 @@ class ChampionRegistry:
         return self.pointer().current
 
     def history(self) -> list[ChampionEvent]:
-        return read_lines(self.folder / HISTORY_FILE, ChampionEvent)
+        """Every committed change, oldest first. A line whose pointer swap never happened (a crash between
+        the two writes) is not history: lines beyond the pointer's version are left out, and where a
+        later change reused a version, its line wins."""
+        limit = self.pointer().version
+        by_version = {e.version: e for e in read_lines(self.folder / HISTORY_FILE, ChampionEvent) if e.version <= limit}
+        return [by_version[v] for v in sorted(by_version)]
 
     def decisions(self) -> list[GateDecision]:
         return read_lines(self.folder / DECISIONS_FILE, GateDecision)
@@ -98,6 +108,7 @@ class ChampionRegistry:
         """Log the event, then swap the pointer: the pointer is the truth, the history its account."""
         pointer = pointer.model_copy(update={"version": event.version, "updated_at": event.at})
         append_lines(self.folder / HISTORY_FILE, [event])
+        _HISTORY_APPENDED()
         write_atomically(self.pointer_file, pointer.model_dump_json(indent=2))
         return pointer
 

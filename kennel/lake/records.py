@@ -47,7 +47,9 @@ class ExpectationResult(Record):
 
 
 class FileDigest(Record):
-    file: str
+    """A file a record vouches for: readers check its size and SHA-256 before they use it."""
+
+    file: str  # path relative to the lake root (quality records before version 3: a name in the day's folder)
     bytes: int
     sha256: str
 
@@ -55,7 +57,9 @@ class FileDigest(Record):
 class QualityRecord(Record):
     """Whether a day's clean table may be used (every error-severity check passed), and why."""
 
-    version: int = 2  # the schema version of quality records (2 since outputs carry digests)
+    # The schema version: 2 since outputs carry digests, 3 since each run writes its own version folder
+    # and the record (written last) is what publishes it.
+    version: int = 3
     dataset: str
     day: str
     passed: bool
@@ -74,7 +78,7 @@ class QualityRecord(Record):
     checks: dict[str, bool]
     warnings: list[str] = []  # failed checks that do not block (warn severity)
     expectations: list[ExpectationResult] = []
-    outputs: dict[str, FileDigest] = {}  # "clean" / "quarantine" → the file this record describes
+    outputs: dict[str, FileDigest] = {}  # "clean" / "quarantine" → the file this record publishes
 
     @property
     def failed_checks(self) -> tuple[str, ...]:
@@ -147,6 +151,9 @@ class RetrainDecisionRecord(Record):
     numbers: dict[str, Any] = {}
     thresholds: dict[str, Any] = {}
     run_key: str | None = None
+    # Digest of what was decided on what evidence, never of when: the log keeps one entry per id.
+    # None in logs written before decisions had ids.
+    decision_id: str | None = None
 
 
 # --- the promotion gate and the champion ---------------------------------------------------------------
@@ -231,6 +238,19 @@ class ChampionEvent(Record):
     reason: str = ""
     decided_at: str | None = None
     bento_tag: str | None = None
+
+
+# --- the training set ----------------------------------------------------------------------------------
+
+
+class TrainingSetRecord(Record):
+    """The published training set: which version folder, the days of each split and the file of each."""
+
+    schema_version: int = 1
+    version: str  # the run that wrote it
+    written_at: str
+    days: dict[str, list[str]]  # split → days
+    files: dict[str, FileDigest]  # split → its Parquet file
 
 
 # --- what a model folder records about its training and evaluation -----------------------------------

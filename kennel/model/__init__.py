@@ -6,22 +6,26 @@ rewriting those two files (and the pins in pyproject.toml), nothing else.
 """
 
 from kennel.model.booster import (
+    CHECKSUMS_FILE,
     LIBRARY,
     MODEL_FILE,
     RUNTIME_DISTRIBUTIONS,
     FitResult,
     Model,
+    ModelIntegrityError,
     booster_params,
     cuda_available,
     fit,
     import_for_serving,
     resolve_device,
+    verify_checksums,
 )
 from kennel.model.card import CARD_FILE, SPEC_FILE, CardFeature, ModelCard
 from kennel.model.frame import FeatureEncoder, record_columns, to_model_frame
 
 __all__ = [
     "CARD_FILE",
+    "CHECKSUMS_FILE",
     "LIBRARY",
     "MODEL_FILE",
     "RUNTIME_DISTRIBUTIONS",
@@ -31,6 +35,7 @@ __all__ = [
     "FitResult",
     "Model",
     "ModelCard",
+    "ModelIntegrityError",
     "booster_params",
     "cuda_available",
     "fit",
@@ -38,4 +43,5 @@ __all__ = [
     "record_columns",
     "resolve_device",
     "to_model_frame",
+    "verify_checksums",
 ]

@@ -1,15 +1,18 @@
 """The trained classifier behind one seam: fit, load, score, explain, save. The one module (with its
 Spark sibling, kennel.model.distributed) that knows the model library is XGBoost.
 
-A model folder holds MODEL_FILE (the library's own format: never pickled), the model card and the
-resolved spec. Every consumer — training, evaluation, the gate, monitoring, serving, the Bento —
-scores through `Model`, so a model scores the same everywhere and thread settings apply everywhere.
+A model folder holds MODEL_FILE (the library's own format: never pickled), the model card, the
+resolved spec and CHECKSUMS_FILE (size and SHA-256 of those three, verified at load). Every
+consumer — training, evaluation, the gate, monitoring, serving, the Bento — scores through `Model`,
+so a model scores the same everywhere and thread settings apply everywhere.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
 import sys
 import time
 import warnings
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from kennel.model import threads
-from kennel.model.card import SPEC_FILE, ModelCard
+from kennel.model.card import CARD_FILE, SPEC_FILE, ModelCard
 from kennel.model.frame import FeatureEncoder, to_model_frame
 
 if TYPE_CHECKING:
@@ -33,6 +36,57 @@ MODEL_FILE = "model.ubj"  # XGBoost's own binary format
 # What a Bento must install to load and score a model (pinned to the versions installed here).
 RUNTIME_DISTRIBUTIONS = ("xgboost",)
 OBJECTIVE = "binary:logistic"  # the model's output is read as the positive-class probability
+# Written last by Model.save: size and SHA-256 of each file below, so a file changed on disk after the
+# save (bit rot, a truncated copy, a hand edit) is refused at load instead of scoring silently.
+CHECKSUMS_FILE = "checksums.json"
+CHECKSUMMED_FILES = (MODEL_FILE, CARD_FILE, SPEC_FILE)
+
+
+class ModelIntegrityError(ValueError):
+    """A model folder's file is not the one its checksum manifest recorded when the model was saved."""
+
+
+def _file_checksum(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def write_checksums(folder: Path) -> None:
+    """Record size and SHA-256 of the folder's CHECKSUMMED_FILES in CHECKSUMS_FILE (replaced atomically)."""
+    manifest = {"files": {name: _file_checksum(folder / name) for name in CHECKSUMMED_FILES}}
+    tmp = folder / f".{CHECKSUMS_FILE}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, folder / CHECKSUMS_FILE)
+
+
+def verify_checksums(folder: str | Path) -> None:
+    """Check every file CHECKSUMS_FILE lists against its recorded size and SHA-256; ModelIntegrityError
+    names the first that differs. A folder without the manifest passes unchecked: folders saved before
+    Kennel wrote one must still load."""
+    folder = Path(folder)
+    manifest_path = folder / CHECKSUMS_FILE
+    if not manifest_path.is_file():
+        return
+    try:
+        recorded = json.loads(manifest_path.read_text())["files"]
+    except (ValueError, KeyError) as exc:
+        raise ModelIntegrityError(f"{manifest_path} is unreadable ({exc}); refusing to load the model") from None
+    for name, expected in recorded.items():
+        path = folder / name
+        if not path.is_file():
+            raise ModelIntegrityError(
+                f"{path} is missing, though {CHECKSUMS_FILE} lists it; refusing to load the model"
+            )
+        actual = _file_checksum(path)
+        if actual != expected:
+            raise ModelIntegrityError(
+                f"{path} is corrupted: sha256 {actual['sha256']} ({actual['bytes']} bytes), but {CHECKSUMS_FILE} "
+                f"recorded sha256 {expected['sha256']} ({expected['bytes']} bytes) when the model was saved; "
+                "refusing to load it (restore the folder or retrain)"
+            )
 
 
 def _library() -> Any:
@@ -94,11 +148,14 @@ class Model:
 
     @classmethod
     def load(cls, folder: str | Path) -> Model:
-        """Load a model folder. Raises ValueError unless the objective gives probabilities and the
-        booster takes exactly the card's features (scoring matrices relies on it): a wrong model
-        fails at load, not per request."""
+        """Load a model folder. Raises ModelIntegrityError when a file differs from its checksum
+        manifest, and ValueError unless the objective gives probabilities and the booster takes exactly
+        the card's features (scoring matrices relies on it): a wrong model fails at load, not per request."""
         folder = Path(folder)
         path = folder / MODEL_FILE
+        # Before anything is parsed, so a damaged card is reported as damaged. A folder saved by code older
+        # than the checksums has none and loads unchecked.
+        verify_checksums(folder)
         card = ModelCard.load(folder)
         booster = _library().Booster(model_file=str(path))
         objective = json.loads(booster.save_config())["learner"]["objective"]["name"]
@@ -111,12 +168,15 @@ class Model:
         return cls(booster, card)
 
     def save(self, folder: str | Path, spec_yaml: str) -> Path:
-        """Write the model folder: the booster, its card and the resolved spec it was trained for."""
+        """Write the model folder: the booster, its card, the resolved spec it was trained for and, last,
+        their checksums. A save cut short over an earlier one leaves the earlier manifest, which the new
+        files then fail: a torn folder is refused at load rather than loaded half old, half new."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(folder / MODEL_FILE))
         self.card.save(folder)
         (folder / SPEC_FILE).write_text(spec_yaml)
+        write_checksums(folder)
         return folder
 
     # --- scoring: every input becomes the encoder's matrix, scored by one call ----------------------

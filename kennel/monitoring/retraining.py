@@ -50,6 +50,7 @@ class LoopState:
     pending: list[str] = field(default_factory=list)  # triggering days waiting for a retrain (coalesced)
     rows_since_retrain: int = 0
     retrains: list[str] = field(default_factory=list)  # ISO times of retrain decisions (recent ones kept)
+    last_retrain: str | None = None  # decision id of the latest retrain (kept however long ago it was)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -67,11 +68,40 @@ class Decision:
     days: tuple[str, ...]
     numbers: dict[str, Any]
     thresholds: dict[str, Any]
+    decision_id: str
     run_key: str | None = None
 
     def record(self) -> RetrainDecisionRecord:
         """The decision as the lake's decision log keeps it."""
         return RetrainDecisionRecord.model_validate({**asdict(self), "days": list(self.days)})
+
+
+def _decision(
+    at: str,
+    action: Action,
+    reason: str,
+    days: tuple[str, ...],
+    numbers: dict[str, Any],
+    thresholds: dict[str, Any],
+    evidence: dict[str, Any],
+) -> Decision:
+    """A decision and its id: a digest of what was decided on what evidence (fingerprints of its days'
+    signals, and what came before them), never of when. Evaluating the sensor again from the same cursor
+    (a preview, or a tick whose cursor was not saved) decides the same ids, which the decision log and the
+    run keys recognise; the same evidence arriving again after something changed is a new decision."""
+    content = {
+        "action": action,
+        "reason": reason,
+        "days": days,
+        "numbers": numbers,
+        "thresholds": thresholds,
+        "evidence": evidence,
+    }
+    decision_id = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    # A retrain's run key is its decision's: the same decision never launches twice, while a retrain on the
+    # same days with new evidence (a day re-ingested) is a new run.
+    run_key = f"retrain-{decision_id}" if action == "retrain" else None
+    return Decision(at, action, reason, days, numbers, thresholds, decision_id, run_key)
 
 
 def _fingerprint(signal: PartitionSignal) -> str:
@@ -106,18 +136,22 @@ def decide(
         fp = _fingerprint(signal)
         if state.seen.get(signal.day) == fp:
             continue  # already decided on exactly this evidence
+        # The signal it replaces is part of the evidence: a day that fails, passes and fails again the
+        # same way is decided (and alerted) again.
+        evidence = {"day": signal.day, "signal": fp, "replaces": state.seen.get(signal.day)}
         state.seen[signal.day] = fp
         numbers = {k: v for k, v in asdict(signal).items() if v not in (None, ())}
         if not signal.quality_passed:
             # Failed data never trains a model; it raises a data-quality alert instead.
             decisions.append(
-                Decision(
+                _decision(
                     stamp,
                     "alert",
                     "partition failed validation: " + (", ".join(signal.failed_checks) or "blocking checks failed"),
                     (signal.day,),
                     numbers,
                     thresholds,
+                    evidence,
                 )
             )
             continue
@@ -129,10 +163,20 @@ def decide(
                 newly_pending = True
         else:
             decisions.append(
-                Decision(stamp, "skip", "no drift or decay above thresholds", (signal.day,), numbers, thresholds)
+                _decision(
+                    stamp,
+                    "skip",
+                    "no drift or decay above thresholds",
+                    (signal.day,),
+                    numbers,
+                    thresholds,
+                    evidence,
+                )
             )
         for reason in reasons:
-            decisions.append(Decision(stamp, "skip", f"signal noted: {reason}", (signal.day,), numbers, thresholds))
+            decisions.append(
+                _decision(stamp, "skip", f"signal noted: {reason}", (signal.day,), numbers, thresholds, evidence)
+            )
 
     if not state.pending:
         return decisions, state
@@ -152,53 +196,21 @@ def decide(
     )
     if held and not newly_pending:
         return decisions, state  # still held for the reason already logged: nothing new to say
+    action: Action = "skip"
     if last is not None and now - last < policy.cooldown:
-        until = (last + policy.cooldown).isoformat()
-        decisions.append(
-            Decision(
-                stamp,
-                "skip",
-                f"cooldown until {until}; {len(days)} signal(s) coalesced, kept",
-                days,
-                numbers,
-                thresholds,
-            )
-        )
+        reason = f"cooldown until {(last + policy.cooldown).isoformat()}; {len(days)} signal(s) coalesced, kept"
     elif len(recent) >= policy.max_retrains_per_day:
-        decisions.append(
-            Decision(
-                stamp,
-                "skip",
-                f"daily limit of {policy.max_retrains_per_day} retrains reached; kept",
-                days,
-                numbers,
-                thresholds,
-            )
-        )
+        reason = f"daily limit of {policy.max_retrains_per_day} retrains reached; kept"
     elif state.rows_since_retrain < policy.min_new_validated_rows:
-        decisions.append(
-            Decision(
-                stamp,
-                "skip",
-                f"only {state.rows_since_retrain} new validated rows (< {policy.min_new_validated_rows}); kept",
-                days,
-                numbers,
-                thresholds,
-            )
-        )
+        reason = f"only {state.rows_since_retrain} new validated rows (< {policy.min_new_validated_rows}); kept"
     else:
-        run_key = "retrain-" + hashlib.sha256(",".join(days).encode()).hexdigest()[:16]
-        decisions.append(
-            Decision(
-                stamp,
-                "retrain",
-                f"retraining on {len(days)} triggering day(s)",
-                days,
-                numbers,
-                thresholds,
-                run_key=run_key,
-            )
-        )
+        action, reason = "retrain", f"retraining on {len(days)} triggering day(s)"
+    # After a retrain, the same evidence arriving again (a day re-ingested back to what it was) is new.
+    pending_evidence = {"signals": {day: state.seen[day] for day in days}, "after_retrain": state.last_retrain}
+    decision = _decision(stamp, action, reason, days, numbers, thresholds, pending_evidence)
+    decisions.append(decision)
+    if action == "retrain":
         state.pending, state.rows_since_retrain = [], 0
         state.retrains.append(stamp)
+        state.last_retrain = decision.decision_id
     return decisions, state

@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from kennel.model import ModelCard
-from kennel.spec import DatasetSpec, Feature, FeatureType
+from kennel.spec import MAX_ID_LENGTH, DatasetSpec, Feature, FeatureType
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -44,7 +44,6 @@ MAX_FEEDBACK_LABELS = 10_000
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024  # a full columnar request of the demo spec is ~18 MB
 
 REQUEST_ID_PATTERN = r"^[0-9a-f]{32}$"
-MAX_ID_LENGTH = 256
 
 # Strict: a JSON string is not a number and 1 is not a boolean; a typo'd or unknown field is an
 # error rather than a silently missing feature; NaN/Infinity literals are refused (send null for a

@@ -28,10 +28,12 @@ from pydantic import BaseModel
 from kennel.lake import Lake
 from kennel.model import (
     CARD_FILE,
+    CHECKSUMS_FILE,
     MODEL_FILE,
     RUNTIME_DISTRIBUTIONS,
     SPEC_FILE,
     ModelCard,
+    verify_checksums,
 )
 from kennel.serving.api import record_model
 from kennel.spec import PROJECT_ROOT, load_spec
@@ -90,19 +92,24 @@ def sanitize_labels(labels: Mapping[str, str]) -> dict[str, str]:
 
 
 def _check_model_folder(model_dir: Path) -> ModelCard:
-    """Fail before anything is stored if the folder could not be served."""
+    """Fail before anything is stored if the folder could not be served (ModelIntegrityError for a
+    file that differs from the folder's checksum manifest)."""
     missing = [name for name in MODEL_FILES if not (model_dir / name).is_file()]
     if missing:
         raise FileNotFoundError(f"model folder {model_dir} lacks {', '.join(missing)}")
+    verify_checksums(model_dir)
     card = ModelCard.load(model_dir)
     record_model(load_spec(model_dir / SPEC_FILE), card)  # raises if card and spec disagree
     return card
 
 
 def save_model(model_dir: Path, *, name: str, labels: Mapping[str, str], metadata: Mapping[str, Any]) -> str:
-    """Copy a trained model folder (model.ubj, model_card.json, spec.yaml) into the model store.
+    """Copy a trained model folder (model.ubj, model_card.json, spec.yaml and checksums.json) into the
+    model store.
 
-    Files are copied as they are (XGBoost's own format; nothing pickled). The card's dataset, spec
+    Files are verified against the folder's checksums, then copied as they are (XGBoost's own format;
+    nothing pickled), the checksums with them, so the stored copy is checked wherever it is loaded. A
+    folder saved before models carried checksums is stored without them. The card's dataset, spec
     fingerprint and threshold are added to the metadata (entries in `metadata` win). Labels are
     sanitized with `sanitize_label`. Returns the new model's tag, "name:version".
     """
@@ -112,16 +119,21 @@ def save_model(model_dir: Path, *, name: str, labels: Mapping[str, str], metadat
     card = _check_model_folder(model_dir)
     facts = {"dataset": card.dataset, "spec_fingerprint": card.spec_fingerprint, "threshold": card.threshold}
     with bentoml.models.create(name, labels=sanitize_labels(labels), metadata={**facts, **metadata}) as model:
-        for file_name in MODEL_FILES:
-            shutil.copy2(model_dir / file_name, model.path_of(file_name))
+        for file_name in (*MODEL_FILES, CHECKSUMS_FILE):
+            if (model_dir / file_name).is_file():
+                shutil.copy2(model_dir / file_name, model.path_of(file_name))
+        verify_checksums(model.path)  # the copy, before the store commits it
     return str(model.tag)
 
 
 def load_model_folder(tag: str) -> Path:
-    """The model store folder of `tag` (holds model.ubj, model_card.json, spec.yaml)."""
+    """The model store folder of `tag` (holds model.ubj, model_card.json, spec.yaml, checksums.json),
+    once its files match their checksums (ModelIntegrityError otherwise)."""
     import bentoml
 
-    return Path(bentoml.models.get(tag).path)
+    folder = Path(bentoml.models.get(tag).path)
+    verify_checksums(folder)
+    return folder
 
 
 def _module_files(dotted: str) -> list[Path]:
