@@ -100,13 +100,18 @@ class LakeIntegrityError(RuntimeError):
     """A file in the lake is not what the record that publishes it says: refuse to use it."""
 
 
-def file_digest(path: Path, lake_root: Path) -> FileDigest:
-    """What a record says about a file it publishes (its path relative to the lake root)."""
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB chunks: what every checksum in Kennel compares."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
-    return FileDigest(file=path.relative_to(lake_root).as_posix(), bytes=path.stat().st_size, sha256=digest.hexdigest())
+    return digest.hexdigest()
+
+
+def file_digest(path: Path, lake_root: Path) -> FileDigest:
+    """What a record says about a file it publishes (its path relative to the lake root)."""
+    return FileDigest(file=path.relative_to(lake_root).as_posix(), bytes=path.stat().st_size, sha256=sha256_of(path))
 
 
 def verified(path: Path, expected: FileDigest, lake_root: Path, what: str) -> Path:

@@ -14,7 +14,6 @@ never half of one. The command line is kennel.serving.champion.
 
 from __future__ import annotations
 
-import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from pathlib import Path
 from kennel.lake import (
     DatasetLake,
     append_lines,
+    exclusive,
     read_lines,
     read_model_record,
     read_record,
@@ -96,13 +96,8 @@ class ChampionRegistry:
 
     @contextmanager
     def _locked(self) -> Iterator[ChampionPointer]:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with (self.folder / ".lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield self.pointer()
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with exclusive(self.folder / ".lock"):
+            yield self.pointer()
 
     def _save(self, pointer: ChampionPointer, event: ChampionEvent) -> ChampionPointer:
         """Log the event, then swap the pointer: the pointer is the truth, the history its account."""

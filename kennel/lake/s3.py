@@ -28,7 +28,7 @@ from typing import Any
 from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 
-from kennel.lake import LakeIntegrityError
+from kennel.lake import LakeIntegrityError, sha256_of
 
 MANIFEST = "_manifest.json"
 # Files of one publish live in prefix/generation-<digest of their names and contents>/: a new
@@ -128,14 +128,6 @@ def replace_local_dir(local_dir: Path, files: dict[str, Callable[[Path], Any]]) 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def publish_dir(client: Any, local_dir: Path, bucket: str, prefix: str) -> dict[str, Any]:
     """Make `prefix` hold local_dir's files: upload them into a generation folder of their own, then
     replace the manifest listing them (name, key under the prefix, size, SHA-256), then delete objects
@@ -143,7 +135,7 @@ def publish_dir(client: Any, local_dir: Path, bucket: str, prefix: str) -> dict[
     file it names untouched. Returns the manifest."""
     prefix = prefix.rstrip("/") + "/"
     files = sorted(p for p in local_dir.iterdir() if p.is_file() and p.name != MANIFEST)
-    entries: list[dict[str, Any]] = [{"name": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files]
+    entries: list[dict[str, Any]] = [{"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in files]
     generation = GENERATION_PREFIX + hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
     for path, entry in zip(files, entries, strict=True):
         entry["key"] = f"{generation}/{path.name}"
@@ -194,7 +186,7 @@ def fetch_dir(client: Any, bucket: str, prefix: str, local_dir: Path) -> list[Pa
             with _request(client, "download", bucket, key):
                 client.download_file(bucket, key, str(path))
             expected = {"bytes": entry["bytes"], "sha256": entry.get("sha256")}
-            actual = {"bytes": path.stat().st_size, "sha256": _sha256(path) if expected["sha256"] else None}
+            actual = {"bytes": path.stat().st_size, "sha256": sha256_of(path) if expected["sha256"] else None}
             if actual != expected:
                 raise LakeIntegrityError(
                     f"s3://{bucket}/{key} holds {actual}, but {where} says {expected}; "

@@ -10,9 +10,7 @@ so a model scores the same everywhere and thread settings apply everywhere.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import os
 import sys
 import time
 import warnings
@@ -23,6 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from kennel.lake import sha256_of, write_atomically
 from kennel.model import threads
 from kennel.model.card import CARD_FILE, SPEC_FILE, ModelCard
 from kennel.model.frame import FeatureEncoder, to_model_frame
@@ -47,19 +46,13 @@ class ModelIntegrityError(ValueError):
 
 
 def _file_checksum(path: Path) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
 
 
 def write_checksums(folder: Path) -> None:
     """Record size and SHA-256 of the folder's CHECKSUMMED_FILES in CHECKSUMS_FILE (replaced atomically)."""
     manifest = {"files": {name: _file_checksum(folder / name) for name in CHECKSUMMED_FILES}}
-    tmp = folder / f".{CHECKSUMS_FILE}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, folder / CHECKSUMS_FILE)
+    write_atomically(folder / CHECKSUMS_FILE, json.dumps(manifest, indent=2))
 
 
 def verify_checksums(folder: str | Path) -> None:
