@@ -216,6 +216,7 @@ def train(
         run_id=context.run_id,
         data_partitions=partitions,
         model_version=context.run_id[:8],
+        training=train_rows,  # what each feature looked like: serving flags inputs outside it
     )
     model = Model(trained.booster, card)
     # The folder is assembled in staging and moved into place whole: a model folder is complete or absent.

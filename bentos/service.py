@@ -15,6 +15,8 @@ Settings (environment, read at start-up; a bad value stops the start with a mess
   KENNEL_SERVE_WORKERS            worker processes (default 1; `--api-workers` is ignored by
                                   new-style BentoML services). Each scores with one XGBoost thread.
   KENNEL_MAX_REQUEST_BYTES        largest request body, checked before parsing (default 32 MiB) → 413
+  KENNEL_API_KEY                  when set (16+ characters), every route but the probes and
+                                  /docs.json needs `Authorization: Bearer <key>` → 401 otherwise
   KENNEL_LAKE_ROOT                lake folder for the prediction log and feedback (default: the
                                   lake the Bento was built from; from a checkout, the project's)
   KENNEL_PREDICTION_LOG_FLUSH_S   seconds between prediction-log writes (default 60)
@@ -32,11 +34,13 @@ import gc
 import inspect
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 import bentoml
+import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -55,24 +59,37 @@ from kennel.serving.api import (
     FeedbackReceipt,
     InputError,
     Prediction,
-    RequestGuard,
+    RequestWarnings,
     answer_rows,
-    batch_request_model,
-    columns_model,
-    env_int,
     example_record,
-    feedback_model,
     input_field_names,
     labels_at,
-    new_request_ids,
     openapi_document,
-    record_model,
+    request_models,
+    unseen_categories,
+)
+from kennel.serving.guard import (
+    INLINE_BODY_BYTES,
+    BodyScreen,
+    RequestGuard,
+    RouteRule,
+    accept_guarded_input,
+    api_key_from_env,
+    env_int,
+    log_refusal,
+    refusal_body,
+    refusal_from_problems,
+    withhold_exception_messages,
 )
 from kennel.serving.model_store import BENTO_MANIFEST, BentoManifest
-from kennel.serving.prediction_log import PredictionLog, write_feedback
-from kennel.spec import load_spec
+from kennel.serving.prediction_log import FeedbackLog, PredictionLog
+from kennel.serving.request_ids import RequestIds
+from kennel.spec import FeatureType, load_spec
 
 logger = logging.getLogger("kennel.service")
+# BentoML's server logging passes WARNING and above from other libraries; Kennel's INFO lines (one per
+# refused request, start and stop) are part of what it promises.
+logging.getLogger("kennel").setLevel(logging.INFO)
 
 # Larger requests are scored in a worker thread so the event loop keeps answering probes meanwhile;
 # smaller ones inline, where a thread hop (~0.2 ms) would cost more than the scoring.
@@ -111,12 +128,20 @@ verify_checksums(MODEL_DIR)  # before the card and spec are parsed: a damaged fo
 CARD = ModelCard.load(MODEL_DIR)
 SPEC = load_spec(MODEL_DIR / SPEC_FILE)
 FIELDS = input_field_names(SPEC, CARD)
+# Categorical inputs whose unknown values are read as "other" (and flagged).
+OTHER_FIELDS = [
+    f.name
+    for f in SPEC.features
+    if f.name in FIELDS and f.type is FeatureType.categorical and f.unknown_category == "other"
+]
 # Built at import, not in __init__, because the API signatures below need them as their types.
-Record = record_model(SPEC, CARD)
-BatchRequest = batch_request_model(Record)
-Columns = columns_model(SPEC, CARD)
-Feedback = feedback_model(SPEC)
+MODELS = request_models(SPEC, CARD)
+Record, BatchRequest, Columns, Feedback = MODELS.record, MODELS.batch, MODELS.columns, MODELS.feedback
 ARROW_READER = ArrowReader(SPEC, CARD)
+# Large JSON bodies are validated in a child process of each worker (kennel.serving.guard).
+SCREEN = BodyScreen(MODEL_DIR)
+API_KEY = api_key_from_env()
+withhold_exception_messages()
 
 EXAMPLE = example_record(SPEC)
 ARROW_ROUTE = "/predict_arrow"
@@ -178,15 +203,23 @@ class KennelService:
         self.scorer = Model.load(MODEL_DIR)
         self.model_version = str(MODEL.tag)
         self.lake = _lake()
+        data = self.lake.dataset(SPEC.name)
+        # Ids carry a MAC under the data set's key, so any worker can tell an id it issued (/feedback).
+        self.ids = RequestIds.for_dataset(data)
+        flush_s = env_int("KENNEL_PREDICTION_LOG_FLUSH_S", 60)
         self.log = PredictionLog(
-            self.lake.dataset(SPEC.name),
-            SPEC,
-            model_tag=self.model_version,
-            threshold=CARD.threshold,
-            flush_interval_s=env_int("KENNEL_PREDICTION_LOG_FLUSH_S", 60),
+            data, SPEC, model_tag=self.model_version, threshold=CARD.threshold, flush_interval_s=flush_s
+        )
+        self.feedback_log = FeedbackLog(data, verifier=self.ids, flush_interval_s=flush_s)
+        # Made here, in the worker: `bentoml build` imports this module, maybe more than once.
+        self.unknown_feedback_ids = bentoml.metrics.Counter(
+            name="kennel_feedback_unknown_request_ids",
+            documentation="Outcomes sent to /feedback for request ids this service never issued (not recorded)",
         )
         self._warm_up()
+        SCREEN.start()
         self.log.start()
+        self.feedback_log.start()
         logger.info("serving %s; prediction log and feedback under %s", self.model_version, self.lake.root)
         # Everything allocated so far (modules, schemas, the model) lives as long as the process:
         # keeping it out of the collector's full passes shortens their pauses severalfold.
@@ -200,39 +233,74 @@ class KennelService:
         """One prediction through the whole scoring path (not logged), so the first request does not
         pay for lazy initialisation in the model library, numpy and pydantic."""
         record = Record.model_validate(EXAMPLE)
-        probabilities = self._score(record_columns([record], FIELDS), 1)
-        Prediction.model_validate(
-            answer_rows(probabilities, new_request_ids(1), threshold=CARD.threshold, model_version=self.model_version)[
-                0
-            ]
-        ).model_dump_json()
+        columns = record_columns([record], FIELDS)
+        probabilities, warnings = self._score(columns, 1)
+        answer = answer_rows(
+            probabilities,
+            self.ids.issue(1),
+            threshold=CARD.threshold,
+            model_version=self.model_version,
+            warnings=warnings,
+        )
+        Prediction.model_validate(answer[0]).model_dump_json()
 
     @bentoml.on_shutdown
     def flush_prediction_log(self) -> None:
         self.log.close()
+        self.feedback_log.close()
+        SCREEN.close()
 
-    def _score(self, columns: dict[str, Any], n_rows: int) -> Any:
-        return self.scorer.score_columns(columns, n_rows)
+    def _score(self, columns: Mapping[str, Any], n_rows: int) -> tuple[np.ndarray, RequestWarnings]:
+        """Probabilities for validated column lists, and the values to flag (unseen categories read as
+        "other", values the model never saw in training)."""
+        matrix = self.scorer.encoder.encode(columns, n_rows)
+        return self.scorer.score_matrix(matrix), self._warnings(matrix, unseen_categories(columns, OTHER_FIELDS))
 
-    async def _score_off_loop(self, columns: dict[str, Any], n_rows: int) -> Any:
+    def _score_numbers(self, values: Mapping[str, np.ndarray], unseen: dict[str, np.ndarray], n_rows: int) -> Any:
+        matrix = self.scorer.encoder.encode_numbers(values, n_rows)
+        return self.scorer.score_matrix(matrix), self._warnings(matrix, unseen)
+
+    def _warnings(self, matrix: np.ndarray, unseen: dict[str, np.ndarray]) -> RequestWarnings:
+        return RequestWarnings.find(
+            len(matrix),
+            unseen=unseen,
+            out_of_distribution=self.scorer.encoder.out_of_distribution(matrix),
+            features=CARD.feature_names,
+        )
+
+    async def _score_off_loop(self, columns: Mapping[str, Any], n_rows: int) -> tuple[np.ndarray, RequestWarnings]:
         if n_rows <= INLINE_ROWS:
             return self._score(columns, n_rows)
         return await anyio.to_thread.run_sync(self._score, columns, n_rows)
+
+    def _columnar_answer(
+        self, endpoint: str, probabilities: np.ndarray, warnings: RequestWarnings, logged: Any
+    ) -> ColumnarPredictions:
+        request_ids = self.ids.issue(len(probabilities))
+        self.log.append(endpoint, request_ids, probabilities, logged, warnings=warnings.log_column())
+        return ColumnarPredictions.model_construct(
+            probability=probabilities.tolist(),
+            label=labels_at(probabilities, CARD.threshold).tolist(),
+            request_id=request_ids,
+            model_version=self.model_version,
+            warnings=warnings.by_field(),
+        )
 
     # Positional-only: the request body is the record itself, not {"record": {...}}.
     @bentoml.api(route="/predict")
     async def predict(self, record: Record, /) -> Prediction:  # type: ignore[valid-type]
         """Score one record."""
         columns = record_columns([record], FIELDS)
-        probabilities = self._score(columns, 1)
-        request_ids = new_request_ids(1)
-        self.log.append("/predict", request_ids, probabilities, columns)
+        probabilities, warnings = self._score(columns, 1)
+        request_ids = self.ids.issue(1)
+        self.log.append("/predict", request_ids, probabilities, columns, warnings=warnings.log_column())
         probability = float(probabilities[0])
         return Prediction.model_construct(
             probability=probability,
             label=int(probability >= CARD.threshold),
             model_version=self.model_version,
             request_id=request_ids[0],
+            warnings=warnings.of_row(0) if warnings else [],
         )
 
     @bentoml.api(
@@ -247,51 +315,45 @@ class KennelService:
     async def predict_batch(self, records: list[Record]) -> list[dict[str, Any]]:  # type: ignore[valid-type]
         """Score {"records": [...]}; concurrent requests are merged into one matrix (adaptive batching)."""
         columns = record_columns(records, FIELDS)
-        probabilities = await self._score_off_loop(columns, len(records))
-        request_ids = new_request_ids(len(records))
-        self.log.append("/predict_batch", request_ids, probabilities, columns)
-        return answer_rows(probabilities, request_ids, threshold=CARD.threshold, model_version=self.model_version)
+        probabilities, warnings = await self._score_off_loop(columns, len(records))
+        request_ids = self.ids.issue(len(records))
+        self.log.append("/predict_batch", request_ids, probabilities, columns, warnings=warnings.log_column())
+        return answer_rows(
+            probabilities, request_ids, threshold=CARD.threshold, model_version=self.model_version, warnings=warnings
+        )
 
     @bentoml.api(route="/predict_columns")
     async def predict_columns(self, body: Columns, /) -> ColumnarPredictions:  # type: ignore[valid-type]
         """Score rows sent as columns: {"age": [..], "region": [..], ...}; answers are columns too."""
         columns = {name: getattr(body, name) for name in FIELDS}
-        n_rows = body.n_rows
-        probabilities = await self._score_off_loop(columns, n_rows)
-        request_ids = new_request_ids(n_rows)
-        self.log.append("/predict_columns", request_ids, probabilities, columns)
-        return ColumnarPredictions.model_construct(
-            probability=probabilities.tolist(),
-            label=labels_at(probabilities, CARD.threshold).tolist(),
-            request_id=request_ids,
-            model_version=self.model_version,
-        )
+        probabilities, warnings = await self._score_off_loop(columns, body.n_rows)
+        return self._columnar_answer("/predict_columns", probabilities, warnings, columns)
 
     async def predict_arrow(self, body: bytes) -> ColumnarPredictions:
         """Score an Arrow IPC stream (see ARROW_ROUTE); raises InputError for a body that breaks the schema."""
-        batch = ARROW_READER.read(body)
+        if len(body) <= INLINE_BODY_BYTES:
+            batch = ARROW_READER.read(body)
+        else:  # Arrow's checks and conversions release the interpreter lock: keep the loop free meanwhile
+            batch = await anyio.to_thread.run_sync(ARROW_READER.read, body)
         n_rows = batch.table.num_rows
         if n_rows <= INLINE_ROWS:
-            probabilities = self.scorer.score_numbers(batch.values, n_rows)
+            probabilities, warnings = self._score_numbers(batch.values, batch.unseen, n_rows)
         else:
-            probabilities = await anyio.to_thread.run_sync(self.scorer.score_numbers, batch.values, n_rows)
-        request_ids = new_request_ids(n_rows)
-        self.log.append(ARROW_ROUTE, request_ids, probabilities, batch.table)
-        return ColumnarPredictions.model_construct(
-            probability=probabilities.tolist(),
-            label=labels_at(probabilities, CARD.threshold).tolist(),
-            request_id=request_ids,
-            model_version=self.model_version,
-        )
+            probabilities, warnings = await anyio.to_thread.run_sync(
+                self._score_numbers, batch.values, batch.unseen, n_rows
+            )
+        return self._columnar_answer(ARROW_ROUTE, probabilities, warnings, batch.table)
 
     @bentoml.api(route="/feedback")
     async def feedback(self, body: Feedback, /) -> FeedbackReceipt:  # type: ignore[valid-type]
-        """Record observed outcomes by request_id; answered once they are written to the lake."""
+        """Record observed outcomes by request_id (written with the feedback log's next flush); outcomes
+        for ids this service never issued are refused and counted."""
         positive = SPEC.label.positive
         request_ids = [item.request_id for item in body.labels]
-        actual = [int(item.label == positive) for item in body.labels]
-        await anyio.to_thread.run_sync(lambda: write_feedback(self.lake.dataset(SPEC.name), request_ids, actual))
-        return FeedbackReceipt(recorded=len(request_ids))
+        result = self.feedback_log.append(request_ids, [int(item.label == positive) for item in body.labels])
+        if result.unknown_request_ids:
+            self.unknown_feedback_ids.inc(result.unknown_request_ids)
+        return FeedbackReceipt(recorded=result.recorded, unknown_request_ids=result.unknown_request_ids)
 
 
 async def _predict_arrow_endpoint(request: Request) -> Response:
@@ -300,10 +362,10 @@ async def _predict_arrow_endpoint(request: Request) -> Response:
     try:
         answer = await bentoml.get_current_service().predict_arrow(await request.body())
     except InputError as exc:
-        return JSONResponse(
-            {"error": f"{len(exc.problems)} validation error(s) for the Arrow table", "detail": exc.problems},
-            status_code=400,
-        )
+        refusal = refusal_from_problems(exc.problems, "the Arrow table")
+        request_id = os.urandom(16).hex()  # names the refusal, not an answer: not a feedback id
+        log_refusal(ARROW_ROUTE, 400, refusal.problems, request_id)
+        return JSONResponse(refusal_body(refusal, request_id), status_code=400)
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
@@ -311,10 +373,22 @@ KennelService.mount_asgi_app(
     Starlette(routes=[Route(ARROW_ROUTE, _predict_arrow_endpoint, methods=["POST"])]), path="/"
 )
 
+# The guard validates JSON bodies with the very classes BentoML's APIs take, and hands them over.
+_JSON_INPUTS = {api.route: api.input_spec for api in KennelService.apis.values()}
+for _input_spec in _JSON_INPUTS.values():
+    accept_guarded_input(_input_spec)
+ROUTE_RULES = {
+    route: RouteRule(media_type, _JSON_INPUTS[route].model_validate_json if route in _JSON_INPUTS else None)
+    for route, media_type in ROUTES.items()
+}
+
 KennelService.add_asgi_middleware(
     RequestGuard,
     max_body_bytes=env_int("KENNEL_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES),
-    routes=ROUTES,
+    routes=ROUTE_RULES,
+    timeout_s=REQUEST_TIMEOUT_S,
+    screen=SCREEN,
+    api_key=API_KEY,
     openapi=lambda: openapi_document(
         title=f"Kennel: {SPEC.name}",
         version=str(MODEL.tag),
@@ -324,6 +398,7 @@ KennelService.add_asgi_middleware(
             "to /feedback with that id."
         ),
         apis=APIS,
+        api_key=API_KEY is not None,
     ),
 )
 

@@ -102,6 +102,9 @@ MAX_SPEC_VALUES = 100_000  # every alias counted as a copy of what it names
 # The checks built from the features themselves (kennel.ingestion.validation); user expectations may not reuse them.
 BUILT_IN_CHECK_GROUPS = ("not_null", "ranges", "categories", "unique_id", "row_count")
 OTHER_CATEGORY = "other"
+# What cleaning trims from every landed value (ASCII whitespace, as Spark's btrim is given it); serving
+# trims categories the same way.
+WHITESPACE = " \t\n\r\x0b\x0c"
 
 
 class SpecError(ValueError):
@@ -210,6 +213,20 @@ class Feature(_Strict):
                     f"so {OTHER_CATEGORY!r} must be one of its categories"
                 )
         return self
+
+    def category_of(self, value: str) -> tuple[str, bool]:
+        """The category a categorical value stands for, read as cleaning reads it: trimmed; a declared
+        category is itself, any other value is "other" under `unknown_category: other` (second item
+        True: the value was unseen). Raises ValueError for a blank value (cleaning: missing) and for an
+        unknown one under `unknown_category: quarantine` (cleaning: quarantined)."""
+        trimmed = value.strip(WHITESPACE)
+        if not trimmed:
+            raise ValueError("blank text is no category (send null for a missing value)")
+        if trimmed in (self.categories or ()):
+            return trimmed, False
+        if self.unknown_category == "other":
+            return OTHER_CATEGORY, True
+        raise ValueError(f"not a declared category of {self.name} (the spec lists {len(self.categories or ())})")
 
 
 class KafkaSource(_Strict):

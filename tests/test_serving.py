@@ -200,7 +200,7 @@ def _post(served: Served, route: str, body: Any) -> requests.Response:
 
 
 def _check_answer(answer: dict[str, Any], served: Served, expected: float) -> None:
-    assert set(answer) == {"probability", "label", "model_version", "request_id"}
+    assert set(answer) == {"probability", "label", "model_version", "request_id", "warnings"}
     assert answer["probability"] == pytest.approx(expected, abs=1e-6)
     assert answer["label"] == int(answer["probability"] >= served.card.threshold)
     assert answer["model_version"] == served.model_tag
@@ -233,7 +233,7 @@ def test_predict_columns_matches_in_process(served: Served) -> None:
     resp = _post(served, "/predict_columns", columns)
     assert resp.status_code == 200, resp.text
     answer = resp.json()
-    assert set(answer) == {"probability", "label", "request_id", "model_version"}
+    assert set(answer) == {"probability", "label", "request_id", "model_version", "warnings"}
     np.testing.assert_allclose(answer["probability"], served.expected, rtol=0, atol=1e-6)
     assert answer["label"] == [int(p >= served.card.threshold) for p in answer["probability"]]
     assert answer["model_version"] == served.model_tag
@@ -565,13 +565,13 @@ def test_predictions_and_feedback_land_in_the_lake(served: Served) -> None:
     resp = _post(
         served, "/feedback", {"labels": [{"request_id": rid, "label": label} for rid, label in outcomes.items()]}
     )
-    assert resp.status_code == 200 and resp.json() == {"recorded": 2}
+    assert resp.status_code == 200 and resp.json() == {"recorded": 2, "unknown_request_ids": 0}
 
-    deadline = time.monotonic() + 30  # the log is written every second
+    deadline = time.monotonic() + 30  # both logs are written every second
     while True:
         frame = read_predictions(Lake(served.lake).dataset("credit_demo"))
         frame = frame[frame["request_id"].isin(by_id)]
-        if len(frame) == len(by_id) or time.monotonic() > deadline:
+        if (len(frame) == len(by_id) and frame["actual_label"].notna().sum() == 2) or time.monotonic() > deadline:
             break
         time.sleep(0.25)
     assert len(frame) == len(by_id), frame
@@ -585,6 +585,26 @@ def test_predictions_and_feedback_land_in_the_lake(served: Served) -> None:
         assert row.endpoint == endpoint
         expected = outcomes.get(row.request_id)
         assert pd.isna(row.actual_label) if expected is None else row.actual_label == expected
+
+
+def _unknown_feedback_ids(served: Served) -> float:
+    metrics = requests.get(f"{served.base_url}/metrics", timeout=10).text
+    found = re.search(r"^kennel_feedback_unknown_request_ids_total(?:\{[^}]*\})? (\S+)$", metrics, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_feedback_for_ids_never_issued_is_refused_and_counted(served: Served) -> None:
+    issued = _post(served, "/predict", served.records[0]).json()["request_id"]
+    tampered = issued[:-1] + ("1" if issued[-1] == "0" else "0")
+    before = _unknown_feedback_ids(served)
+    labels = [
+        {"request_id": issued, "label": 1},
+        {"request_id": "0" * 32, "label": 0},  # well-formed, never issued
+        {"request_id": tampered, "label": 1},
+    ]
+    resp = _post(served, "/feedback", {"labels": labels})
+    assert resp.status_code == 200 and resp.json() == {"recorded": 1, "unknown_request_ids": 2}
+    assert _unknown_feedback_ids(served) == before + 2
 
 
 # --- the Bento itself ----------------------------------------------------------------------------

@@ -4,13 +4,13 @@ models, the HTTP guard, the OpenAPI document, registry labels."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from pydantic import ValidationError
 
@@ -20,10 +20,8 @@ from kennel.serving.api import (
     ApiDoc,
     ArrowReader,
     InputError,
-    RequestGuard,
     batch_request_model,
     columns_model,
-    env_int,
     example_record,
     feedback_model,
     input_field_names,
@@ -86,11 +84,18 @@ def synthetic_labels(spec: DatasetSpec, frame: Any, rng: np.random.Generator) ->
 
 
 def train_model_folder(
-    folder: Path, spec: DatasetSpec, records: list[dict[str, Any]], rng: np.random.Generator, rounds: int = 20
+    folder: Path,
+    spec: DatasetSpec,
+    records: list[dict[str, Any]],
+    rng: np.random.Generator,
+    rounds: int = 20,
+    spec_file: Path = DEMO_SPEC,
 ) -> None:
     import xgboost
 
-    card = ModelCard.for_spec(spec, threshold=0.5, model_version="test-serving")
+    card = ModelCard.for_spec(
+        spec, threshold=0.5, model_version="test-serving", training=pd.DataFrame.from_records(records)
+    )
     frame = to_model_frame(records, card)
     dtrain = xgboost.DMatrix(frame, label=synthetic_labels(spec, frame, rng), enable_categorical=True)
     params = {"objective": "binary:logistic", "max_depth": 4, "eta": 0.3, "nthread": 1}
@@ -98,7 +103,7 @@ def train_model_folder(
     folder.mkdir(parents=True)
     booster.save_model(str(folder / MODEL_FILE))
     card.save(folder)
-    shutil.copy2(DEMO_SPEC, folder / SPEC_FILE)
+    shutil.copy2(spec_file, folder / SPEC_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -293,94 +298,6 @@ def test_feedback_labels_must_have_the_specs_type(spec: DatasetSpec) -> None:
     with pytest.raises(ValidationError) as exc:
         feedback.model_validate_json(json.dumps({"labels": [{"request_id": "not-an-id", "label": 0}]}))
     assert ("labels", "0", "request_id") in _errors(exc)
-
-
-def test_env_int_names_a_bad_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KENNEL_X", "many")
-    with pytest.raises(ValueError, match="KENNEL_X='many' is not an integer"):
-        env_int("KENNEL_X", 1)
-    monkeypatch.setenv("KENNEL_X", "0")
-    with pytest.raises(ValueError, match="at least 1"):
-        env_int("KENNEL_X", 1)
-    monkeypatch.setenv("KENNEL_X", "")
-    assert env_int("KENNEL_X", 7) == 7
-
-
-# --- HTTP guard ----------------------------------------------------------------------------------
-
-
-def _call_guard(
-    guard: RequestGuard,
-    *,
-    method: str = "POST",
-    path: str = "/predict",
-    headers: dict[str, str] | None = None,
-    chunks: list[bytes] = (),
-) -> tuple[int, bytes, bytes | None]:
-    """(status, response body, body the wrapped app received or None if it was not called)."""
-    seen: dict[str, bytes] = {}
-    sent: list[dict[str, Any]] = []
-    queue = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
-
-    async def receive() -> dict[str, Any]:
-        return queue.pop(0) if queue else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    async def app(scope: dict[str, Any], receive_: Any, send_: Any) -> None:
-        body = b""
-        while True:
-            message = await receive_()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        seen["body"] = body
-        await send_({"type": "http.response.start", "status": 200, "headers": []})
-        await send_({"type": "http.response.body", "body": b"ok"})
-
-    guard.app = app
-    scope = {
-        "type": "http",
-        "method": method,
-        "path": path,
-        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
-    }
-    asyncio.run(guard(scope, receive, send))
-    return sent[0]["status"], sent[1]["body"], seen.get("body")
-
-
-def test_guard_passes_a_json_body_through_unchanged() -> None:
-    guard = RequestGuard(None, max_body_bytes=100, routes={"/predict": "application/json"})  # type: ignore[arg-type]
-    status, _, received = _call_guard(
-        guard, headers={"content-type": "application/json; charset=utf-8"}, chunks=[b'{"a":', b" 1}"]
-    )
-    assert (status, received) == (200, b'{"a": 1}')
-
-
-def test_guard_refuses_oversize_bodies_without_echoing_them() -> None:
-    guard = RequestGuard(None, max_body_bytes=100, routes={"/predict": "application/json"})  # type: ignore[arg-type]
-    secret = b'{"x": "' + b"s" * 200 + b'"}'
-    # declared too long: refused before reading
-    status, body, received = _call_guard(
-        guard, headers={"content-type": "application/json", "content-length": str(len(secret))}, chunks=[secret]
-    )
-    assert status == 413 and received is None
-    assert b"limit is 100 bytes" in body and b"sss" not in body
-    # chunked without a length: refused once the limit is passed
-    status, body, received = _call_guard(
-        guard, headers={"content-type": "application/json"}, chunks=[secret[:60], secret[60:]]
-    )
-    assert status == 413 and received is None and b"sss" not in body
-
-
-def test_guard_refuses_other_media_types_and_ignores_other_routes() -> None:
-    guard = RequestGuard(None, max_body_bytes=100, routes={"/predict": "application/json"})  # type: ignore[arg-type]
-    for headers in ({}, {"content-type": "text/plain"}, {"content-type": "application/x-www-form-urlencoded"}):
-        status, body, received = _call_guard(guard, headers=headers, chunks=[b"{}"])
-        assert status == 415 and received is None and b"application/json" in body
-    status, _, received = _call_guard(guard, path="/other", chunks=[b"x" * 500])
-    assert status == 200 and received == b"x" * 500
 
 
 def test_openapi_document_states_nullability_ranges_and_closed_objects(spec: DatasetSpec, model_dir: Path) -> None:

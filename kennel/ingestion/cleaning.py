@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from kennel.ingestion.landing import read_refusals
 from kennel.ingestion.reasons import Reason
-from kennel.spec import MAX_ID_LENGTH, OTHER_CATEGORY, DatasetSpec, FeatureType
+from kennel.spec import MAX_ID_LENGTH, OTHER_CATEGORY, WHITESPACE, DatasetSpec, FeatureType
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -44,7 +44,6 @@ QUARANTINE_COLUMNS = ["record_id", "reason", "detail", "raw", "source_file", "pa
 PART_FILE = "part-00000.parquet"
 # Whitespace, as ingestion defines it: the ASCII whitespace on which Python's bytes.strip() and Java's
 # \s agree. A blank line is empty or holds nothing but these; values are trimmed of them.
-WHITESPACE = " \t\n\r\x0b\x0c"
 _WHITESPACE_BYTES = WHITESPACE.encode("ascii")
 _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # little- and big-endian (UTF-32LE's starts the same)

@@ -16,6 +16,7 @@ layout, see resources/lake.py):
     registry/<dataset>/                                champion pointer, history, gate decisions
     predictions/<dataset>/date=<day>/*.parquet         the serving prediction log
     feedback/<dataset>/date=<day>/*.parquet            labels sent to /feedback
+    serving/<dataset>/request_id.key                   the key that signs request ids (mode 0600)
     _staging/                                          half-written outputs before their atomic swap
 
 Callers ask for a location by what it holds (`lake.dataset(name).clean_dir(day)`) and read and write
@@ -242,6 +243,10 @@ class DatasetLake:
 
     def feedback_dir(self) -> Path:
         return self.lake.root / "feedback" / self.name
+
+    def request_id_key_path(self) -> Path:
+        """The secret that signs the served request ids (kennel.serving.request_ids); never log it."""
+        return self.lake.root / "serving" / self.name / "request_id.key"
 
     # --- quality records -------------------------------------------------------------------------------
 

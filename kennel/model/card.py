@@ -6,14 +6,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
 from kennel.spec import DatasetSpec, FeatureType
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 CARD_FILE = "model_card.json"
 SPEC_FILE = "spec.yaml"  # the resolved data-set spec the model was trained for
+
+
+class SeenInTraining(BaseModel):
+    """What one feature looked like in the training rows, as the model read it: serving flags an
+    input outside this as out of distribution (scored, but the model never saw such a value there)."""
+
+    model_config = ConfigDict(frozen=True)
+    nulls: bool  # a missing value occurred
+    min: float | None = None  # numeric and boolean (0/1): the smallest value, None when all missing
+    max: float | None = None
+    categories: tuple[str, ...] | None = None  # categorical: the categories that occurred, in card order
 
 
 class CardFeature(BaseModel):
@@ -21,6 +35,7 @@ class CardFeature(BaseModel):
     name: str
     type: FeatureType
     categories: tuple[str, ...] | None = None
+    seen: SeenInTraining | None = None  # None: a card written before training ranges were recorded
 
 
 class ModelCard(BaseModel):
@@ -38,9 +53,36 @@ class ModelCard(BaseModel):
     run_id: str = ""
 
     @classmethod
-    def for_spec(cls, spec: DatasetSpec, **kwargs: Any) -> ModelCard:
+    def for_spec(cls, spec: DatasetSpec, *, training: pd.DataFrame | None = None, **kwargs: Any) -> ModelCard:
+        """The card of a model for `spec`; with the training rows, each feature records what it saw."""
         feats = tuple(CardFeature(name=f.name, type=f.type, categories=f.categories) for f in spec.model_features)
-        return cls(dataset=spec.name, spec_fingerprint=spec.fingerprint(), features=feats, **kwargs)
+        card = cls(dataset=spec.name, spec_fingerprint=spec.fingerprint(), features=feats, **kwargs)
+        return card if training is None else card.with_training(training)
+
+    def with_training(self, training: pd.DataFrame) -> ModelCard:
+        """This card with each feature's `seen` taken from the training rows (read through the card,
+        so a value counts as the model saw it: float32 numbers, categories of the card's lists)."""
+        from kennel.model.frame import to_model_frame
+
+        frame = to_model_frame(training, self)
+        features = []
+        for feat in self.features:
+            column = frame[feat.name]
+            present = column.dropna()
+            if feat.type is FeatureType.categorical:
+                occurred = set(present.astype(str))
+                seen = SeenInTraining(
+                    nulls=bool(column.isna().any()),
+                    categories=tuple(c for c in feat.categories or () if c in occurred),
+                )
+            else:
+                seen = SeenInTraining(
+                    nulls=bool(column.isna().any()),
+                    min=float(present.min()) if len(present) else None,
+                    max=float(present.max()) if len(present) else None,
+                )
+            features.append(feat.model_copy(update={"seen": seen}))
+        return self.model_copy(update={"features": tuple(features)})
 
     @property
     def feature_names(self) -> list[str]:

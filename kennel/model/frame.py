@@ -58,6 +58,17 @@ class FeatureEncoder:
             else None
             for f in card.features
         ]
+        # Training ranges as bounds on the matrix's columns (features without them: unbounded).
+        seen = [f.seen for f in card.features]
+        self._lowest = np.array([s.min if s and s.min is not None else -np.inf for s in seen], dtype=np.float32)
+        self._highest = np.array([s.max if s and s.max is not None else np.inf for s in seen], dtype=np.float32)
+        self._nulls_seen = np.array([s is None or s.nulls for s in seen])
+        # Categorical columns hold codes: those of declared categories training never saw.
+        self._unseen_codes = {
+            j: np.array([i for i, c in enumerate(f.categories or ()) if c not in f.seen.categories], dtype=np.float32)
+            for j, f in enumerate(card.features)
+            if f.seen is not None and f.seen.categories is not None and len(f.seen.categories) < len(f.categories or ())
+        }
 
     def encode(self, columns: Mapping[str, Sequence[Any] | None], n_rows: int) -> np.ndarray:
         """From column lists of validated values (absent column → missing)."""
@@ -81,6 +92,18 @@ class FeatureEncoder:
             column = values.get(name)
             matrix[:, j] = np.nan if column is None else column
         return matrix
+
+    def out_of_distribution(self, matrix: np.ndarray) -> np.ndarray:
+        """Per cell of an encoded matrix: True where training never saw such a value in that feature
+        (missing where it never was, a number outside its training range, a category it never saw).
+        A few whole-matrix comparisons, so it costs microseconds per request."""
+        missing = np.isnan(matrix)
+        with np.errstate(invalid="ignore"):
+            unseen = (matrix < self._lowest) | (matrix > self._highest)
+        unseen |= missing & ~self._nulls_seen
+        for j, codes in self._unseen_codes.items():
+            unseen[:, j] |= np.isin(matrix[:, j], codes)
+        return unseen
 
     def encode_frame(self, data: pd.DataFrame | Iterable[Mapping[str, Any]]) -> np.ndarray:
         """From records or a frame (any extra columns ignored), through `to_model_frame`."""

@@ -7,9 +7,8 @@ the model library; validated values are scored through kennel.model (its encoder
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import (
     TYPE_CHECKING,
     Annotated,
@@ -21,17 +20,19 @@ from typing import (
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
+    WithJsonSchema,
     create_model,
     model_validator,
 )
 
 from kennel.model import ModelCard
-from kennel.spec import MAX_ID_LENGTH, DatasetSpec, Feature, FeatureType
+from kennel.spec import MAX_ID_LENGTH, OTHER_CATEGORY, WHITESPACE, DatasetSpec, Feature, FeatureType
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -57,6 +58,24 @@ class _Answer(BaseModel):
     multipart_fields: ClassVar[list[str]] = []
 
 
+WarningKind = Literal["unseen_category", "out_of_distribution"]
+WARNING_KINDS: tuple[str, ...] = ("unseen_category", "out_of_distribution")
+
+
+class InputWarning(BaseModel):
+    """A value that was scored, but that the model never learned from."""
+
+    field: str = Field(description="Input field")
+    kind: WarningKind = Field(
+        description="unseen_category: not a declared category, scored as 'other'; out_of_distribution: "
+        "missing, a number outside the training range, or a category training never saw"
+    )
+
+
+class ColumnWarning(InputWarning):
+    rows: list[int] = Field(description="Row positions (0-based) whose value in this field is flagged")
+
+
 class Prediction(_Answer):
     """One answer: the positive-class probability and the label at the model card's threshold."""
 
@@ -65,9 +84,10 @@ class Prediction(_Answer):
     model_version: str = Field(description="BentoML model tag (name:version) that answered")
     request_id: str = Field(
         pattern=REQUEST_ID_PATTERN,
-        description="Unique id of this answer (32 random hex digits); "
-        "send it back with POST /feedback once the outcome is known",
+        description="Unique id of this answer (32 hex digits); send it back with POST /feedback once "
+        "the outcome is known",
     )
+    warnings: list[InputWarning] = Field(default=[], description="Inputs scored but flagged")
 
 
 class ColumnarPredictions(_Answer):
@@ -81,10 +101,14 @@ class ColumnarPredictions(_Answer):
         description="Unique id per row, for POST /feedback"
     )
     model_version: str = Field(description="BentoML model tag (name:version) that answered")
+    warnings: list[ColumnWarning] = Field(default=[], description="Inputs scored but flagged, by field")
 
 
 class FeedbackReceipt(_Answer):
-    recorded: int = Field(ge=1, description="Labels written to the lake")
+    recorded: int = Field(ge=0, description="Outcomes accepted (written to the lake with the next flush)")
+    unknown_request_ids: int = Field(
+        default=0, ge=0, description="Outcomes refused because this service never issued their request_id"
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -97,7 +121,9 @@ class ErrorDetail(BaseModel):
 
 class ValidationErrorBody(BaseModel):
     error: str = Field(description="Summary: how many problems, in which input")
-    detail: list[ErrorDetail]
+    detail: list[ErrorDetail] = Field(description="The first problems found (at most 20)")
+    error_count: int = Field(description="How many problems were found in all")
+    request_id: str = Field(description="Id of this refusal, also in the server's log line")
 
 
 class ErrorBody(BaseModel):
@@ -107,10 +133,81 @@ class ErrorBody(BaseModel):
 # --- request models ------------------------------------------------------------------------------
 
 
-def _value_type(feature: Feature, type_: FeatureType, categories: tuple[str, ...] | None) -> Any:
+class UnseenCategory(str):
+    """A value outside a categorical feature's categories, read as "other" (`unknown_category:
+    other`): scored and logged as "other", and flagged in the answer's warnings."""
+
+
+def _category_type(feature: Feature, categories: tuple[str, ...], *, required: bool) -> Any:
+    """A categorical value, read like cleaning reads it (`Feature.category_of`): trimmed, a declared
+    category, or "other" for an unknown one where the spec says so; refused otherwise. Blank text is
+    a missing value, as in a landed file: null where the field may be missing, refused where not."""
+    declared = {c: c for c in categories}
+
+    def read(value: str | None) -> str | None:
+        # BentoML's copy of the record class applies this to the whole `str | None` field, null included.
+        if value is None:
+            return None
+        category = declared.get(value)  # the common case, without the trimming
+        if category is not None:
+            return category
+        if not value.strip(WHITESPACE):
+            if required:
+                raise ValueError("Field required: blank text is no value")
+            return None
+        category, unseen = feature.category_of(value)
+        return UnseenCategory(category) if unseen else category
+
+    blank = {"type": "string", "pattern": "^[ \\t\\n\\r\\v\\f]*$", "description": "blank: a missing value"}
+    if feature.unknown_category == "other":
+        # Any text: a value outside the list is scored as "other".
+        schema: dict[str, Any] = {
+            "type": "string",
+            "examples": list(categories),
+            "description": f"One of {list(categories)}; any other value is scored as {OTHER_CATEGORY!r} "
+            "and flagged in the answer's warnings" + ("" if required else "; blank text is a missing value"),
+        }
+        if required:
+            schema["pattern"] = "[^ \\t\\n\\r\\v\\f]"
+    else:
+        schema = {"type": "string", "enum": list(categories)}
+        if not required:
+            schema = {"anyOf": [schema, blank]}
+    return Annotated[str, AfterValidator(read), WithJsonSchema(schema)]
+
+
+def _id_type() -> Any:
+    """The caller's record id, text or a whole number as it is in the data (kept as text, as cleaning
+    keeps it), trimmed, at most MAX_ID_LENGTH characters."""
+
+    def read(value: str | int | None) -> str | None:
+        if value is None:  # see _category_type
+            return None
+        text = str(value).strip(WHITESPACE)
+        if len(text) > MAX_ID_LENGTH:
+            raise ValueError(f"at most {MAX_ID_LENGTH} characters")
+        return text or None
+
+    # Whole numbers as data files hold them: 64-bit.
+    whole = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+    return Annotated[
+        str | whole,
+        AfterValidator(read),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "maxLength": MAX_ID_LENGTH},
+                    {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+                ]
+            }
+        ),
+    ]
+
+
+def _value_type(feature: Feature, type_: FeatureType, categories: tuple[str, ...] | None, *, required: bool) -> Any:
     """The annotation of one non-missing value: range from the spec, categories from the card."""
     if type_ is FeatureType.categorical:
-        return Literal[tuple(categories or ())]
+        return _category_type(feature, categories or (), required=required)
     if type_ is FeatureType.boolean:
         return bool
     return Annotated[float, Field(ge=feature.min, le=feature.max)]
@@ -123,7 +220,8 @@ def _input_fields(spec: DatasetSpec, card: ModelCard) -> list[tuple[str, Any, bo
       required unless the spec marks it nullable, in which case it may be omitted or null;
     - the spec's sensitive columns: optional, validated like their spec feature, not used by the
       model (kept in the prediction log for monitoring);
-    - the spec's id column: optional string, ignored by the model, so callers can pass their id.
+    - the spec's id column: optional text or whole number, ignored by the model, so callers can
+      pass their id.
     """
     if card.spec_fingerprint != spec.fingerprint():
         raise ValueError(
@@ -133,7 +231,7 @@ def _input_fields(spec: DatasetSpec, card: ModelCard) -> list[tuple[str, Any, bo
     fields = [
         (
             spec.id_column,
-            Annotated[str, Field(max_length=MAX_ID_LENGTH)],
+            _id_type(),
             False,
             "Caller's record id; not used by the model, kept in the prediction log",
         )
@@ -143,7 +241,7 @@ def _input_fields(spec: DatasetSpec, card: ModelCard) -> list[tuple[str, Any, bo
         fields.append(
             (
                 feat.name,
-                _value_type(spec_feat, feat.type, feat.categories),
+                _value_type(spec_feat, feat.type, feat.categories, required=not spec_feat.nullable),
                 not spec_feat.nullable,
                 spec_feat.description,
             )
@@ -154,7 +252,7 @@ def _input_fields(spec: DatasetSpec, card: ModelCard) -> list[tuple[str, Any, bo
         fields.append(
             (
                 name,
-                _value_type(spec_feat, spec_feat.type, spec_feat.categories),
+                _value_type(spec_feat, spec_feat.type, spec_feat.categories, required=False),
                 False,
                 f"{description} (not used by the model; kept for fairness monitoring)",
             )
@@ -300,6 +398,29 @@ def feedback_model(spec: DatasetSpec, max_labels: int = MAX_FEEDBACK_LABELS) -> 
     return create_model("FeedbackRequest", __config__=_STRICT, labels=(labels, ...))
 
 
+class RequestModels(NamedTuple):
+    """The request bodies of one served model's JSON routes."""
+
+    record: type[BaseModel]
+    batch: type[BaseModel]
+    columns: type[_SameLengthColumns]
+    feedback: type[BaseModel]
+
+    def by_route(self) -> dict[str, type[BaseModel]]:
+        return {
+            "/predict": self.record,
+            "/predict_batch": self.batch,
+            "/predict_columns": self.columns,
+            "/feedback": self.feedback,
+        }
+
+
+def request_models(spec: DatasetSpec, card: ModelCard) -> RequestModels:
+    """Every JSON request body for a model trained on `spec` (see the *_model functions)."""
+    record = record_model(spec, card)
+    return RequestModels(record, batch_request_model(record), columns_model(spec, card), feedback_model(spec))
+
+
 # --- answers ---------------------------------------------------------------------------------------
 
 
@@ -313,21 +434,101 @@ def labels_at(probabilities: np.ndarray, threshold: float) -> np.ndarray:
     return (np.asarray(probabilities) >= threshold).astype(np.int8)
 
 
+class RequestWarnings:
+    """The flagged values of one request: (field, kind, row mask) per field and kind that has any.
+
+    Found with a few whole-column operations, so a request without flags costs microseconds."""
+
+    def __init__(self, flags: list[tuple[str, str, np.ndarray]], n_rows: int) -> None:
+        self.flags = flags
+        self.n_rows = n_rows
+
+    @classmethod
+    def find(
+        cls,
+        n_rows: int,
+        *,
+        unseen: Mapping[str, np.ndarray],
+        out_of_distribution: np.ndarray,
+        features: Sequence[str],
+    ) -> RequestWarnings:
+        """`unseen`: per field, the rows whose category was read as "other"; `out_of_distribution`:
+        the model's cells (rows x `features`) that training never saw such values in."""
+        flags = [(name, "unseen_category", mask) for name, mask in unseen.items() if mask.any()]
+        if out_of_distribution.any():
+            for j in np.flatnonzero(out_of_distribution.any(axis=0)).tolist():
+                flags.append((features[j], "out_of_distribution", out_of_distribution[:, j]))
+        return cls(flags, n_rows)
+
+    def __bool__(self) -> bool:
+        return bool(self.flags)
+
+    def counts(self) -> dict[str, int]:
+        """Flagged values per "kind:field"."""
+        return {f"{kind}:{name}": int(mask.sum()) for name, kind, mask in self.flags}
+
+    def per_row(self) -> list[list[dict[str, str]]]:
+        """InputWarning-shaped dicts per row (the answers of /predict and /predict_batch)."""
+        rows: list[list[dict[str, str]]] = [[] for _ in range(self.n_rows)]
+        for name, kind, mask in self.flags:
+            for i in np.flatnonzero(mask).tolist():
+                rows[i].append({"field": name, "kind": kind})
+        return rows
+
+    def of_row(self, row: int) -> list[InputWarning]:
+        """The warnings of one row (the answer of /predict)."""
+        return [InputWarning.model_construct(field=name, kind=kind) for name, kind, mask in self.flags if mask[row]]
+
+    def by_field(self) -> list[ColumnWarning]:
+        """The warnings of the columnar endpoints' answers."""
+        return [
+            ColumnWarning.model_construct(field=name, kind=kind, rows=np.flatnonzero(mask).tolist())
+            for name, kind, mask in self.flags
+        ]
+
+    def log_column(self) -> list[str | None]:
+        """Per row, the prediction log's `warnings` value: "kind:field" entries joined by ";", or None."""
+        rows: list[list[str]] = [[] for _ in range(self.n_rows)]
+        for name, kind, mask in self.flags:
+            for i in np.flatnonzero(mask).tolist():
+                rows[i].append(f"{kind}:{name}")
+        return [";".join(row) if row else None for row in rows]
+
+
+def unseen_categories(columns: Mapping[str, Sequence[Any] | None], fields: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per field in `fields` (categoricals under `unknown_category: other`), the rows whose value was
+    read as "other" from an unknown category (validated JSON values)."""
+    found = {}
+    for name in fields:
+        values = columns.get(name)
+        if values is not None:
+            found[name] = np.fromiter((type(v) is UnseenCategory for v in values), dtype=bool, count=len(values))
+    return found
+
+
 def answer_rows(
-    probabilities: np.ndarray, request_ids: Sequence[str], *, threshold: float, model_version: str
+    probabilities: np.ndarray,
+    request_ids: Sequence[str],
+    *,
+    threshold: float,
+    model_version: str,
+    warnings: RequestWarnings | None = None,
 ) -> list[dict[str, Any]]:
     """One Prediction-shaped dict per probability (plain Python values)."""
     labels = labels_at(probabilities, threshold).tolist()
+    flagged = warnings.per_row() if warnings else [[] for _ in request_ids]
     return [
-        {"probability": p, "label": label, "model_version": model_version, "request_id": rid}
-        for p, label, rid in zip(np.asarray(probabilities).tolist(), labels, request_ids, strict=True)
+        {"probability": p, "label": label, "model_version": model_version, "request_id": rid, "warnings": flags}
+        for p, label, rid, flags in zip(np.asarray(probabilities).tolist(), labels, request_ids, flagged, strict=True)
     ]
 
 
 # --- Arrow ---------------------------------------------------------------------------------------
 
 ARROW_MEDIA_TYPE = "application/vnd.apache.arrow.stream"
-_MAX_PROBLEMS = 20
+# Decoded Arrow data per request: a compressed stream may expand to at most this (the body limit
+# bounds an uncompressed one).
+MAX_ARROW_DECODED_BYTES = 256 * 1024 * 1024
 
 
 class InputError(ValueError):
@@ -339,16 +540,23 @@ class InputError(ValueError):
 
 
 class ArrowBatch(NamedTuple):
-    table: pa.Table  # as received (logged as is)
+    table: pa.Table  # as scored: unknown categories read as "other", ids as text (logged as is)
     values: dict[str, np.ndarray]  # per model feature: float64, categories as codes, NaN = missing
+    unseen: dict[str, np.ndarray]  # per categorical field: rows whose unknown value was read as "other"
 
 
 class ArrowReader:
     """Reads Arrow IPC streams of records for one spec and model card (see `read`)."""
 
-    def __init__(self, spec: DatasetSpec, card: ModelCard, max_rows: int = MAX_COLUMN_ROWS) -> None:
-        self.spec = spec
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        card: ModelCard,
+        max_rows: int = MAX_COLUMN_ROWS,
+        max_decoded_bytes: int = MAX_ARROW_DECODED_BYTES,
+    ) -> None:
         self.max_rows = max_rows
+        self.max_decoded_bytes = max_decoded_bytes
         self.required = {name: needed for name, _, needed, _ in _input_fields(spec, card)}
         self.features = {f.name: f for f in spec.features}
         # Category codes must be the card's (the encoder's); sensitive columns only have the spec's.
@@ -357,15 +565,24 @@ class ArrowReader:
 
     def read(self, body: bytes) -> ArrowBatch:
         """The fields of `record_model` as columns, checked with the same rules as the JSON schemas:
-        numbers as integer or floating point, finite and in range; booleans; categories and the id
-        as text or dictionary-encoded text; required ones present and without nulls; nothing else;
-        1..max_rows rows. Raises InputError naming each column (and first row) at fault. Each column
-        is converted once, to the numbers the encoder needs, and checked on those."""
-        return _read_arrow(body, self.required, self.features, self.categories, self.max_rows)
+        numbers as integer or floating point, finite and in range; booleans; categories as text or
+        dictionary-encoded text, read like `Feature.category_of`; the id as text or integers;
+        required ones present and without nulls; nothing else; 1..max_rows rows. The stream itself is
+        checked first, whole (kennel.serving.arrow_ipc: framing, buffers, offsets, UTF-8, decoded
+        size), so no compute touches a malformed buffer. Raises InputError naming each column (and
+        first row) at fault. Each column is converted once, to the numbers the encoder needs, and
+        checked on those."""
+        from kennel.serving.arrow_ipc import ArrowStreamError, read_stream
+
+        try:
+            table = read_stream(body, max_rows=self.max_rows, max_decoded_bytes=self.max_decoded_bytes)
+        except ArrowStreamError as exc:
+            raise InputError(exc.problems) from None
+        return _check_columns(table, self.required, self.features, self.categories, self.max_rows)
 
 
-def _read_arrow(
-    body: bytes,
+def _check_columns(
+    table: pa.Table,
     required: dict[str, bool],
     features: dict[str, Feature],
     categories_of: dict[str, list[str]],
@@ -374,12 +591,6 @@ def _read_arrow(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    try:
-        table = pa.ipc.open_stream(pa.py_buffer(body)).read_all()
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise InputError(
-            [{"type": "arrow_invalid", "loc": [], "msg": f"not an Arrow IPC stream: {str(exc)[:200]}"}]
-        ) from None
     problems: list[dict[str, Any]] = []
 
     def problem(kind: str, loc: list[Any], msg: str) -> None:
@@ -389,11 +600,13 @@ def _read_arrow(
         problem("row_count", [], f"1 to {max_rows:,} rows allowed, got {table.num_rows:,}")
     names = table.column_names
     for name in sorted({n for n in names if names.count(n) > 1}):
-        problem("duplicate_column", [name], "column given more than once")
+        problem("duplicate_column", [name[:100]], "column given more than once")
     for name in names:
         if name not in required:
-            problem("extra_forbidden", [name], "Extra inputs are not permitted")
+            problem("extra_forbidden", [name[:100]], "Extra inputs are not permitted")
     values: dict[str, np.ndarray] = {}
+    unseen: dict[str, np.ndarray] = {}
+    replaced: dict[str, pa.Array] = {}
     for name, needed in required.items():
         if name not in names:
             if needed:
@@ -405,7 +618,18 @@ def _read_arrow(
         feature = features.get(name)  # None: the id column
         if needed and column.null_count:
             problem("null", [name, _first(np.asarray(pc.is_null(column)))], "Field required: null is not allowed")
-        if feature is not None and feature.type is FeatureType.numeric:
+        if feature is None:
+            if pa.types.is_integer(column.type):
+                replaced[name] = pc.cast(column, pa.string())
+                continue
+            if not _is_text(column.type):
+                problem("string_type", [name], f"Input should be text or integers, got Arrow type {column.type}")
+                continue
+            text = pc.utf8_trim(pc.cast(column, pa.string()), characters=WHITESPACE)
+            if (pc.max(pc.utf8_length(text)).as_py() or 0) > MAX_ID_LENGTH:
+                problem("string_too_long", [name], f"at most {MAX_ID_LENGTH} characters")
+            continue
+        if feature.type is FeatureType.numeric:
             if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
                 problem("float_type", [name], f"Input should be numbers, got Arrow type {column.type}")
                 continue
@@ -429,31 +653,55 @@ def _read_arrow(
                         f"Input should be less than or equal to {feature.max}",
                     )
             values[name] = numbers
-        elif feature is not None and feature.type is FeatureType.boolean:
+        elif feature.type is FeatureType.boolean:
             if not pa.types.is_boolean(column.type):
                 problem("bool_type", [name], f"Input should be booleans, got Arrow type {column.type}")
                 continue
             values[name] = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
         else:
-            text_type = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
-            if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
+            if not _is_text(column.type):
                 problem("string_type", [name], f"Input should be text, got Arrow type {column.type}")
                 continue
-            text = pc.cast(column, pa.string())
-            if feature is None:
-                if (pc.max(pc.utf8_length(text)).as_py() or 0) > MAX_ID_LENGTH:
-                    problem("string_too_long", [name], f"at most {MAX_ID_LENGTH} characters")
-                continue
             categories = categories_of[name]
-            codes = pc.index_in(text, value_set=pa.array(categories, pa.string()))
-            if codes.null_count > text.null_count:
-                bad = np.asarray(pc.is_null(codes)) & np.asarray(pc.is_valid(text))
-                problem("literal_error", [name, _first(bad)], "Input should be " + ", ".join(map(repr, categories)))
-                continue
+            value_set = pa.array(categories, pa.string())
+            text = pc.cast(column, pa.string())
+            codes = pc.index_in(text, value_set=value_set)
+            if codes.null_count > text.null_count:  # unknown at first sight: read as cleaning reads it
+                text = pc.utf8_trim(text, characters=WHITESPACE)
+                blank = pc.fill_null(pc.equal(text, ""), False)
+                if pc.any(blank).as_py():  # a missing value, as in a landed file
+                    if needed:
+                        problem("missing", [name, _first(np.asarray(blank))], "Field required: blank text is no value")
+                        continue
+                    text = pc.if_else(blank, pa.scalar(None, pa.string()), text)
+                codes = pc.index_in(text, value_set=value_set)
+                unknown = np.asarray(pc.and_(pc.is_null(codes), pc.is_valid(text)), dtype=bool)
+                if unknown.any():
+                    if feature.unknown_category != "other":
+                        problem(
+                            "literal_error",
+                            [name, _first(unknown)],
+                            f"not a declared category of {name} (the spec lists {len(categories)})",
+                        )
+                        continue
+                    unseen[name] = unknown
+                    mask = pa.array(unknown)
+                    codes = pc.if_else(mask, categories.index(OTHER_CATEGORY), codes)
+                    text = pc.if_else(mask, OTHER_CATEGORY, text)
+                replaced[name] = text
             values[name] = pc.cast(codes, pa.float64()).to_numpy(zero_copy_only=False)
     if problems:
-        raise InputError(problems[:_MAX_PROBLEMS])
-    return ArrowBatch(table, values)
+        raise InputError(problems)
+    for name, column in replaced.items():
+        table = table.set_column(names.index(name), name, column)
+    return ArrowBatch(table, values, unseen)
+
+
+def _is_text(type_: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    text_type = type_.value_type if pa.types.is_dictionary(type_) else type_
+    return bool(pa.types.is_string(text_type) or pa.types.is_large_string(text_type))
 
 
 def _first(mask: np.ndarray) -> int:
@@ -461,137 +709,8 @@ def _first(mask: np.ndarray) -> int:
     return int(np.argmax(mask))
 
 
-# --- HTTP ----------------------------------------------------------------------------------------
-
-
-def env_int(name: str, default: int, *, minimum: int = 1) -> int:
-    """An integer setting from the environment; a bad value stops start-up with a clear message."""
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise ValueError(f"{name}={value} must be at least {minimum}")
-    return value
-
-
-def _json_response(status: int, payload: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    body = json.dumps(payload).encode()
-    start = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-    }
-    return start, {"type": "http.response.body", "body": body, "more_body": False}
-
-
-class RequestGuard:
-    """ASGI middleware in front of the service: what BentoML does not do on its own.
-
-    - POST bodies of `routes` must have the route's media type (415 otherwise: for the JSON routes,
-      another type would reach BentoML's form or pickle parser) and be at most `max_body_bytes`
-      long (413, decided from Content-Length before reading, or while reading a chunked body);
-      errors never echo the body.
-    - GET `openapi_path` answers `openapi()` (BentoML's generated document flattens nullable
-      fields and documents error bodies that it does not send).
-    """
-
-    def __init__(
-        self,
-        app: Callable[..., Awaitable[None]],
-        *,
-        max_body_bytes: int,
-        routes: Mapping[str, str],
-        openapi: Callable[[], dict[str, Any]] | None = None,
-        openapi_path: str = "/docs.json",
-    ) -> None:
-        self.app = app
-        self.max_body_bytes = max_body_bytes
-        self.routes = {path: media_type.encode() for path, media_type in routes.items()}
-        self.openapi = openapi
-        self.openapi_path = openapi_path
-        self._openapi_bytes: bytes | None = None
-
-    async def __call__(
-        self, scope: dict[str, Any], receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[None]]
-    ) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        path, method = scope["path"], scope["method"]
-        if method == "GET" and path == self.openapi_path and self.openapi is not None:
-            return await self._send_openapi(send)
-        required = self.routes.get(path)
-        if method != "POST" or required is None:
-            return await self.app(scope, receive, send)
-
-        headers = dict(scope["headers"])
-        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if media_type != required:
-            return await self._reject(send, 415, f"the request body must be Content-Type: {required.decode()}")
-        declared = headers.get(b"content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                return await self._reject(send, 400, "Content-Length is not a number")
-            if int(declared) > self.max_body_bytes:
-                return await self._too_large(send, int(declared))
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return await self._too_large(send, None)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return await self.app(scope, replay, send)
-
-    async def _too_large(self, send: Callable[..., Awaitable[None]], declared: int | None) -> None:
-        size = f"{declared:,} bytes" if declared is not None else "more than that"
-        await self._reject(
-            send,
-            413,
-            f"request body too large: the limit is {self.max_body_bytes:,} bytes "
-            f"(KENNEL_MAX_REQUEST_BYTES), this one is {size}; split it into "
-            "smaller requests",
-        )
-
-    @staticmethod
-    async def _reject(send: Callable[..., Awaitable[None]], status: int, message: str) -> None:
-        start, body = _json_response(status, {"error": message})
-        await send(start)
-        await send(body)
-
-    async def _send_openapi(self, send: Callable[..., Awaitable[None]]) -> None:
-        if self._openapi_bytes is None:
-            assert self.openapi is not None
-            self._openapi_bytes = json.dumps(self.openapi()).encode()
-        body = self._openapi_bytes
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-
+# Paths open without the API key: probes (a load balancer has no key) and the API's description.
+OPEN_PATHS = frozenset({"/readyz", "/livez", "/healthz", "/docs.json"})
 
 _COMPONENTS_REF = "#/components/schemas/{model}"
 
@@ -624,14 +743,17 @@ class ApiDoc(NamedTuple):
     answer: Any  # a pydantic type
     example: Any = None
     media_type: str = "application/json"
-    extra_statuses: tuple[int, ...] = ()  # beyond 400, 413, 415, 500, 504
+    extra_statuses: tuple[int, ...] = ()  # beyond 400, 413, 415, 500, 504 (and 401 with an API key)
 
 
-def openapi_document(*, title: str, version: str, description: str, apis: Sequence[ApiDoc]) -> dict[str, Any]:
+def openapi_document(
+    *, title: str, version: str, description: str, apis: Sequence[ApiDoc], api_key: bool = False
+) -> dict[str, Any]:
     """An OpenAPI 3.1 document for the service (JSON Schema 2020-12, as pydantic writes it, so
     nullable fields, ranges, categories and closed objects are stated exactly).
 
-    Every endpoint may answer 400 (validation, with details), 413, 415, 500 and 504; extra statuses
+    Every endpoint may answer 400 (validation, with details), 413, 415, 500 and 504 (and 401 with
+    `api_key`); extra statuses
     add e.g. 503 for the adaptive-batching queue.
     """
     schemas = _Schemas()
@@ -640,8 +762,9 @@ def openapi_document(*, title: str, version: str, description: str, apis: Sequen
             "Invalid request: a body that does not parse, or a field that breaks the schema (named in detail)",
             schemas.ref(ValidationErrorBody),
         ),
+        401: ("The service requires an API key (KENNEL_API_KEY) and none or another was sent", schemas.ref(ErrorBody)),
         413: ("Request body larger than KENNEL_MAX_REQUEST_BYTES", schemas.ref(ErrorBody)),
-        415: ("Request body of another media type", schemas.ref(ErrorBody)),
+        415: ("Request body of another media type, or not exactly one Content-Type header", schemas.ref(ErrorBody)),
         500: ("Unexpected server error (details in the server log)", schemas.ref(ErrorBody)),
         503: ("Overloaded: the request waited too long in the batching queue", schemas.ref(ErrorBody)),
         504: ("Not answered within the service's timeout", schemas.ref(ErrorBody)),
@@ -651,7 +774,7 @@ def openapi_document(*, title: str, version: str, description: str, apis: Sequen
         responses: dict[str, Any] = {
             "200": {"description": "Answer", "content": _json_content(schemas.ref(api.answer))}
         }
-        for status in sorted({400, 413, 415, 500, 504, *api.extra_statuses}):
+        for status in sorted({400, 413, 415, 500, 504, *api.extra_statuses, *((401,) if api_key else ())}):
             text, schema = errors[status]
             responses[str(status)] = {"description": text, "content": _json_content(schema)}
         body: dict[str, Any] = {"schema": api.request if isinstance(api.request, dict) else schemas.ref(api.request)}
@@ -675,7 +798,11 @@ def openapi_document(*, title: str, version: str, description: str, apis: Sequen
         ),
         ("/livez", "The process is alive", {}),
         ("/healthz", "Same as /livez", {}),
-        ("/metrics", "Prometheus metrics", {}),
+        (
+            "/metrics",
+            "Prometheus metrics",
+            {"401": {"description": "API key required", "content": plain}} if api_key else {},
+        ),
     ):
         paths[route] = {
             "get": {
@@ -685,7 +812,7 @@ def openapi_document(*, title: str, version: str, description: str, apis: Sequen
                 "responses": {"200": {"description": "OK", "content": plain}, **extra},
             }
         }
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version, "description": description},
         "servers": [{"url": "."}],
@@ -696,3 +823,12 @@ def openapi_document(*, title: str, version: str, description: str, apis: Sequen
         "paths": paths,
         "components": {"schemas": schemas.components},
     }
+    if api_key:  # every operation but the probes and this document needs it
+        document["components"]["securitySchemes"] = {
+            "apiKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <KENNEL_API_KEY>"}
+        }
+        for route, operations in paths.items():
+            if route not in OPEN_PATHS:
+                for operation in operations.values():
+                    operation["security"] = [{"apiKey": []}]
+    return document

@@ -2,41 +2,48 @@
 really happened later. Monitoring reads both with `read_predictions` / `read_feedback`.
 
 Layout in the data set's predictions and feedback folders of the lake (kennel.lake), one Parquet
-file per flush and writer, each appearing atomically:
+file per flush and writer, each appearing atomically, until compaction merges a past day's files:
 
     date=<YYYY-MM-DD>/part-<YYYYmmddTHHMMSS>-<writer>-<seq>.parquet
+    date=<YYYY-MM-DD>/compacted-<YYYYmmddTHHMMSS>-<token>.parquet   (see `compact_days`)
 
 A prediction row: request_id, predicted_at (UTC), model_tag, endpoint, probability,
-predicted_label (at the model's threshold), then the record as it was sent: the spec's id column
-and every spec feature (sensitive ones included; null where the caller left a value out). A
+predicted_label (at the model's threshold), warnings (the answer's flags as "kind:field" joined by
+";", null when none), then the record as it was scored: the spec's id column (as text) and every
+spec feature (sensitive ones included; null where the caller left a value out; an unknown category
+read as "other" logged as "other"). A
 feedback row: request_id, actual_label (1 = the spec's positive label value), feedback_at (UTC).
 The day folder is the UTC day of predicted_at / feedback_at.
 
-The service appends to a `PredictionLog` on the request path (a list append); a background thread
-converts the rows to Arrow every second and writes them every `flush_interval_s` seconds, sooner
-when `max_buffer_rows` are waiting, and once more on close (the service's shutdown hook). A process
-killed without shutdown loses at most what one interval buffered. Feedback is written before the
-request is answered (`write_feedback`).
+The service appends to a `PredictionLog` and a `FeedbackLog` on the request path (a list append);
+a background thread per log converts the rows to Arrow every second and writes them every
+`flush_interval_s` seconds, sooner when `max_buffer_rows` are waiting, and once more on close (the
+service's shutdown hook). A process killed without shutdown loses at most what one interval
+buffered. The feedback log keeps only outcomes for ids the service issued (kennel.serving.request_ids).
 
 No numpy, pandas or pyarrow import at module level: Dagster code can import this module cheaply.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 import logging
 import os
 import re
 import socket
 import threading
 import time
+import uuid
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from kennel.lake import DatasetLake, day_partition, partition_day
+from kennel.lake import DatasetLake, day_partition, exclusive, partition_day
 from kennel.spec import DatasetSpec, FeatureType
 
 if TYPE_CHECKING:
@@ -44,9 +51,19 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+    from kennel.serving.request_ids import RequestIds
+
 logger = logging.getLogger(__name__)
 
-PREDICTION_COLUMNS = ("request_id", "predicted_at", "model_tag", "endpoint", "probability", "predicted_label")
+PREDICTION_COLUMNS = (
+    "request_id",
+    "predicted_at",
+    "model_tag",
+    "endpoint",
+    "probability",
+    "predicted_label",
+    "warnings",
+)
 FEEDBACK_COLUMNS = ("request_id", "actual_label", "feedback_at")
 
 
@@ -80,6 +97,7 @@ def prediction_schema(spec: DatasetSpec) -> pa.Schema:
             ("endpoint", pa.string()),
             ("probability", pa.float64()),
             ("predicted_label", pa.int8()),
+            ("warnings", pa.string()),
             *[(name, arrow_type[type_]) for name, type_ in logged_fields(spec)],
         ]
     )
@@ -99,6 +117,10 @@ def _writer_id() -> str:
     return f"{host}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
+PART_PREFIX = "part-"  # what a log writer writes: one file per flush
+COMPACTED_PREFIX = "compacted-"  # what compaction writes: a past day's files merged (sorts before part-)
+
+
 class _PartWriter:
     """Writes one Parquet file per call into <root>/date=<day>/, atomically (temp name, then rename)."""
 
@@ -114,7 +136,7 @@ class _PartWriter:
         folder = day_partition(self.root, day)
         folder.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        name = f"part-{stamp}-{self.writer}-{next(self._seq):06d}.parquet"
+        name = f"{PART_PREFIX}{stamp}-{self.writer}-{next(self._seq):06d}.parquet"
         tmp = folder / f".{name}.tmp"
         # Dictionary-encode only the low-cardinality text columns (not ids or numbers): faster and
         # smaller; zstd level 1 costs about what snappy does and writes a third less.
@@ -123,57 +145,47 @@ class _PartWriter:
         return folder / name
 
 
-@dataclass
-class _Chunk:
-    """What one request appended: rows answered at the same instant."""
+class _Chunked(Protocol):
+    """What one request appended: rows received at the same instant."""
 
-    at: float  # seconds since the epoch
-    endpoint: str
-    request_ids: Sequence[str]
-    probabilities: np.ndarray
-    columns: Mapping[str, Sequence[Any] | None] | pa.Table
+    at: float  # seconds since the epoch: the row's day folder
 
     @property
-    def rows(self) -> int:
-        return len(self.request_ids)
+    def rows(self) -> int: ...
 
 
-class PredictionLog:
-    """Buffered, append-only log of served predictions (see the module docstring).
+class _BufferedLog[C: _Chunked]:
+    """The machinery both logs share: chunks appended under a lock, converted to one Arrow table per
+    day in the background every `compact_interval_s`, written as one file per day and flush every
+    `flush_interval_s` (sooner once `max_buffer_rows` wait), and once more on close. Subclasses say
+    how chunks become a table (`_table`).
 
     Two stages keep the request path cheap and the process's heap small: appended rows are Python
-    objects only until the next compaction (every `compact_interval_s`), which turns them into
-    Arrow tables (memory the garbage collector never scans); the tables are written as one file
-    per day every `flush_interval_s`, or sooner once `max_buffer_rows` are waiting.
+    objects only until the next conversion, which turns them into Arrow tables (memory the garbage
+    collector never scans).
     """
+
+    what = "log"  # in log messages and the thread's name
 
     def __init__(
         self,
-        lake: DatasetLake,
-        spec: DatasetSpec,
+        folder: Path,
+        dictionary_columns: Sequence[str],
         *,
-        model_tag: str,
-        threshold: float,
-        flush_interval_s: float = 60.0,
-        max_buffer_rows: int = 100_000,
-        compact_interval_s: float = 1.0,
+        flush_interval_s: float,
+        max_buffer_rows: int,
+        compact_interval_s: float,
     ) -> None:
-        self.dataset = spec.name
-        self.model_tag = model_tag
-        self.threshold = threshold
         self.flush_interval_s = flush_interval_s
         self.compact_interval_s = min(compact_interval_s, flush_interval_s)
         self.max_buffer_rows = max_buffer_rows
-        self.schema = prediction_schema(spec)
-        self._fields = [name for name, _ in logged_fields(spec)]
-        categorical = [f.name for f in spec.features if f.type is FeatureType.categorical]
-        self._parts = _PartWriter(lake.predictions_dir(), ["model_tag", "endpoint", *categorical])
-        self._chunks: list[_Chunk] = []  # appended, not yet compacted
+        self._parts = _PartWriter(folder, dictionary_columns)
+        self._chunks: list[C] = []  # appended, not yet converted
         self._chunk_rows = 0
-        self._tables: list[tuple[str, pa.Table]] = []  # (day, rows) compacted, not yet written
+        self._tables: list[tuple[str, pa.Table]] = []  # (day, rows) converted, not yet written
         self._table_rows = 0
         self._lock = threading.Lock()  # guards the buffers and their counts
-        self._flush_lock = threading.Lock()  # one compaction or write at a time
+        self._flush_lock = threading.Lock()  # one conversion or write at a time
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -193,22 +205,11 @@ class PredictionLog:
         """Start the background writer; fails now if the log folder cannot be created."""
         self.folder.mkdir(parents=True, exist_ok=True)
         self._last_write = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="kennel-prediction-log", daemon=True)
+        name = f"kennel-{self.what.replace(' ', '-')}"
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def append(
-        self,
-        endpoint: str,
-        request_ids: Sequence[str],
-        probabilities: np.ndarray,
-        columns: Mapping[str, Sequence[Any] | None] | pa.Table,
-        *,
-        at: float | None = None,
-    ) -> None:
-        """Queue one request's rows, answered at `at` (seconds since the epoch; default now);
-        `columns` maps field names to per-row values, or is an Arrow table of them (a missing or
-        None column is logged as nulls). Cheap: the rows are converted in the background."""
-        chunk = _Chunk(time.time() if at is None else at, endpoint, request_ids, probabilities, columns)
+    def _enqueue(self, chunk: C) -> None:
         with self._lock:
             self._chunks.append(chunk)
             self._chunk_rows += chunk.rows
@@ -221,7 +222,7 @@ class PredictionLog:
         buffered for the next attempt (up to 10 x max_buffer_rows; beyond that the oldest are
         dropped and counted in rows_dropped), and the error is logged."""
         with self._flush_lock:
-            self._compact()
+            self._convert()
             return self._write_tables()
 
     def close(self) -> None:
@@ -232,7 +233,8 @@ class PredictionLog:
             self._thread.join(timeout=60)
         written = self.flush()
         logger.info(
-            "prediction log closed: %d rows written in all (%d at close), %d dropped, %d unwritten",
+            "%s closed: %d rows written in all (%d at close), %d dropped, %d unwritten",
+            self.what,
             self.rows_written,
             written,
             self.rows_dropped,
@@ -247,20 +249,20 @@ class PredictionLog:
                 return  # close() does the last flush
             with self._flush_lock:
                 try:
-                    self._compact()
+                    self._convert()
                 except Exception:  # a bug here must not stop logging for good
-                    logger.exception("prediction log: converting buffered rows failed")
+                    logger.exception("%s: converting buffered rows failed", self.what)
                 due = time.monotonic() - self._last_write >= self.flush_interval_s
                 if due or self.pending_rows >= self.max_buffer_rows:
                     self._write_tables()
 
-    def _compact(self) -> None:
+    def _convert(self) -> None:
         """Buffered chunks → one Arrow table per day."""
         with self._lock:
             chunks, self._chunks = self._chunks, []
         if not chunks:
             return
-        by_day: dict[str, list[_Chunk]] = {}
+        by_day: dict[str, list[C]] = {}
         for chunk in chunks:
             by_day.setdefault(datetime.fromtimestamp(chunk.at, UTC).date().isoformat(), []).append(chunk)
         tables = [(day, self._table(day_chunks)) for day, day_chunks in sorted(by_day.items())]
@@ -268,6 +270,9 @@ class PredictionLog:
             self._chunk_rows -= sum(c.rows for c in chunks)
             self._tables.extend(tables)
             self._table_rows += sum(t.num_rows for _, t in tables)
+
+    def _table(self, chunks: list[C]) -> pa.Table:
+        raise NotImplementedError
 
     def _write_tables(self) -> int:
         import pyarrow as pa
@@ -288,7 +293,7 @@ class PredictionLog:
                 self._parts.write(day, table)
             except Exception:
                 logger.exception(
-                    "prediction log: writing %d rows under %s failed; will retry", table.num_rows, self.folder
+                    "%s: writing %d rows under %s failed; will retry", self.what, table.num_rows, self.folder
                 )
                 unwritten.extend((day, t) for t in day_tables)  # as they were, so the oldest can be dropped
                 continue
@@ -302,12 +307,83 @@ class PredictionLog:
                 self._table_rows -= dropped.num_rows
                 self.rows_dropped += dropped.num_rows
                 logger.error(
-                    "prediction log: buffer over its limit while the lake is unwritable; dropped %d rows (%d in all)",
+                    "%s: buffer over its limit while the lake is unwritable; dropped %d rows (%d in all)",
+                    self.what,
                     dropped.num_rows,
                     self.rows_dropped,
                 )
         self.rows_written += written
         return written
+
+
+# --- the prediction log ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Chunk:
+    """What one request appended: rows answered at the same instant."""
+
+    at: float  # seconds since the epoch
+    endpoint: str
+    request_ids: Sequence[str]
+    probabilities: np.ndarray
+    columns: Mapping[str, Sequence[Any] | None] | pa.Table
+    warnings: Sequence[str | None] | None  # per row: "kind:field" flags joined by ";", or None
+
+    @property
+    def rows(self) -> int:
+        return len(self.request_ids)
+
+
+class PredictionLog(_BufferedLog[_Chunk]):
+    """Buffered, append-only log of served predictions (see the module docstring and `_BufferedLog`):
+    appended rows become Arrow tables every `compact_interval_s`, written as one file per day every
+    `flush_interval_s`, or sooner once `max_buffer_rows` are waiting.
+    """
+
+    what = "prediction log"
+
+    def __init__(
+        self,
+        lake: DatasetLake,
+        spec: DatasetSpec,
+        *,
+        model_tag: str,
+        threshold: float,
+        flush_interval_s: float = 60.0,
+        max_buffer_rows: int = 100_000,
+        compact_interval_s: float = 1.0,
+    ) -> None:
+        categorical = [f.name for f in spec.features if f.type is FeatureType.categorical]
+        super().__init__(
+            lake.predictions_dir(),
+            ["model_tag", "endpoint", *categorical],
+            flush_interval_s=flush_interval_s,
+            max_buffer_rows=max_buffer_rows,
+            compact_interval_s=compact_interval_s,
+        )
+        self.dataset = spec.name
+        self.model_tag = model_tag
+        self.threshold = threshold
+        self.schema = prediction_schema(spec)
+        self._fields = [name for name, _ in logged_fields(spec)]
+
+    def append(
+        self,
+        endpoint: str,
+        request_ids: Sequence[str],
+        probabilities: np.ndarray,
+        columns: Mapping[str, Sequence[Any] | None] | pa.Table,
+        *,
+        warnings: Sequence[str | None] | None = None,
+        at: float | None = None,
+    ) -> None:
+        """Queue one request's rows, answered at `at` (seconds since the epoch; default now);
+        `columns` maps field names to per-row values, or is an Arrow table of them (a missing or
+        None column is logged as nulls); `warnings` holds each row's flags (None: none). Cheap: the
+        rows are converted in the background."""
+        at = time.time() if at is None else at
+        self._enqueue(_Chunk(at, endpoint, request_ids, probabilities, columns, warnings))
 
     def _table(self, chunks: list[_Chunk]) -> pa.Table:
         import pyarrow as pa
@@ -318,7 +394,12 @@ class PredictionLog:
         return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
     def _meta_arrays(
-        self, request_ids: list[str], stamps_us: list[int], endpoints: list[str], probabilities: np.ndarray
+        self,
+        request_ids: list[str],
+        stamps_us: list[int],
+        endpoints: list[str],
+        probabilities: np.ndarray,
+        warnings: list[str | None],
     ) -> list[pa.Array]:
         import numpy as np
         import pyarrow as pa
@@ -330,6 +411,7 @@ class PredictionLog:
             pa.array(endpoints, pa.string()),
             pa.array(probabilities, pa.float64()),
             pa.array((probabilities >= self.threshold).astype(np.int8), pa.int8()),
+            pa.array(warnings, pa.string()),
         ]
 
     def _table_from_lists(self, chunks: list[_Chunk]) -> pa.Table:
@@ -349,7 +431,8 @@ class PredictionLog:
                 column = chunk.columns.get(name)
                 values[name].extend([None] * n if column is None else column)
         probabilities = np.concatenate([np.asarray(c.probabilities, dtype=np.float64) for c in chunks])
-        arrays = self._meta_arrays(request_ids, stamps, endpoints, probabilities)
+        warnings = [w for c in chunks for w in (c.warnings if c.warnings is not None else [None] * c.rows)]
+        arrays = self._meta_arrays(request_ids, stamps, endpoints, probabilities, warnings)
         arrays += [pa.array(values[f.name], f.type) for f in list(self.schema)[len(PREDICTION_COLUMNS) :]]
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
@@ -366,6 +449,7 @@ class PredictionLog:
             [int(chunk.at * 1_000_000)] * n,
             [chunk.endpoint] * n,
             np.asarray(chunk.probabilities, np.float64),
+            list(chunk.warnings) if chunk.warnings is not None else [None] * n,
         )
         for field in list(self.schema)[len(PREDICTION_COLUMNS) :]:
             arrays.append(
@@ -376,29 +460,106 @@ class PredictionLog:
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
 
-def write_feedback(
-    lake: DatasetLake, request_ids: Sequence[str], actual_labels: Sequence[int], *, received_at: datetime | None = None
-) -> Path:
-    """Write one batch of outcomes (1 = positive) as a Parquet file; returns its path."""
-    import pyarrow as pa
+# --- feedback ------------------------------------------------------------------------------------
 
-    if len(request_ids) != len(actual_labels):
-        raise ValueError(f"{len(request_ids)} request ids but {len(actual_labels)} labels")
-    if any(label not in (0, 1) for label in actual_labels):
-        raise ValueError("actual labels must be 0 or 1")
-    at = received_at or datetime.now(UTC)
-    table = pa.Table.from_arrays(
-        [
-            pa.array(list(request_ids), pa.string()),
-            pa.array(list(actual_labels), pa.int8()),
-            pa.array([at] * len(request_ids), pa.timestamp("us", tz="UTC")),
-        ],
-        schema=_feedback_schema(),
-    )
-    return _PartWriter(lake.feedback_dir()).write(at.astimezone(UTC).date().isoformat(), table)
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    """What one batch of outcomes came to: the service's answer to /feedback."""
+
+    recorded: int  # outcomes kept: in the lake after the log's next flush
+    unknown_request_ids: int  # outcomes dropped: their id was never issued by this data set's service
+
+
+@dataclass
+class _FeedbackChunk:
+    at: float  # seconds since the epoch: feedback_at
+    request_ids: list[str]
+    labels: list[int]
+
+    @property
+    def rows(self) -> int:
+        return len(self.request_ids)
+
+
+class FeedbackLog(_BufferedLog[_FeedbackChunk]):
+    """Buffered log of observed outcomes, written like the prediction log (one file per flush and
+    writer, at most `flush_interval_s` after they arrive; see `_BufferedLog`).
+
+    Only outcomes whose request id `verifier` recognises are kept; the others are counted (per call in
+    the returned `FeedbackResult`, in all in `unknown_ids_total`) and dropped. `verifier=None` keeps
+    every outcome: for tests and imports, never for a served endpoint.
+    """
+
+    what = "feedback log"
+
+    def __init__(
+        self,
+        lake: DatasetLake,
+        *,
+        verifier: RequestIds | None,
+        flush_interval_s: float = 10.0,
+        max_buffer_rows: int = 100_000,
+        compact_interval_s: float = 1.0,
+    ) -> None:
+        super().__init__(
+            lake.feedback_dir(),
+            (),
+            flush_interval_s=flush_interval_s,
+            max_buffer_rows=max_buffer_rows,
+            compact_interval_s=compact_interval_s,
+        )
+        self.verifier = verifier
+        self.unknown_ids_total = 0  # outcomes dropped for an unknown request id since the log was made
+
+    def append(
+        self, request_ids: Sequence[str], actual_labels: Sequence[int], *, at: float | None = None
+    ) -> FeedbackResult:
+        """Queue one batch of outcomes (1 = positive) received at `at` (seconds since the epoch;
+        default now). Raises ValueError, keeping none of them, when the lengths differ or a label is
+        not 0 or 1. Cost on the caller's thread: about a microsecond per id for the check."""
+        if len(request_ids) != len(actual_labels):
+            raise ValueError(f"{len(request_ids)} request ids but {len(actual_labels)} labels")
+        if any(label not in (0, 1) for label in actual_labels):
+            raise ValueError("actual labels must be 0 or 1")
+        if self.verifier is None:
+            ids, labels = list(request_ids), [int(label) for label in actual_labels]
+        else:
+            known = self.verifier.was_issued
+            kept = [(rid, int(label)) for rid, label in zip(request_ids, actual_labels, strict=True) if known(rid)]
+            ids, labels = [rid for rid, _ in kept], [label for _, label in kept]
+        unknown = len(request_ids) - len(ids)
+        if ids:
+            self._enqueue(_FeedbackChunk(time.time() if at is None else at, ids, labels))
+        if unknown:
+            with self._lock:
+                self.unknown_ids_total += unknown
+        return FeedbackResult(recorded=len(ids), unknown_request_ids=unknown)
+
+    def _table(self, chunks: list[_FeedbackChunk]) -> pa.Table:
+        import pyarrow as pa
+
+        request_ids: list[str] = []
+        labels: list[int] = []
+        stamps: list[int] = []
+        for chunk in chunks:
+            request_ids.extend(chunk.request_ids)
+            labels.extend(chunk.labels)
+            stamps.extend([int(chunk.at * 1_000_000)] * chunk.rows)
+        return pa.Table.from_arrays(
+            [
+                pa.array(request_ids, pa.string()),
+                pa.array(labels, pa.int8()),
+                pa.array(stamps, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+            ],
+            schema=_feedback_schema(),
+        )
 
 
 # --- readers -------------------------------------------------------------------------------------
+
+_REPLACES_KEY = b"kennel.compaction.replaces"  # a compacted file's metadata: the files it holds the rows of
+_READ_ATTEMPTS = 20
 
 
 def _as_date(value: date | str | None) -> date | None:
@@ -407,8 +568,8 @@ def _as_date(value: date | str | None) -> date | None:
     return date.fromisoformat(value)
 
 
-def _part_files(root: Path, start: date | str | None, end: date | str | None) -> Iterator[Path]:
-    """Parquet files of the day folders within [start, end] (inclusive; None = open), oldest first."""
+def _day_folders(root: Path, start: date | str | None, end: date | str | None) -> Iterator[Path]:
+    """The day folders within [start, end] (inclusive; None = open), oldest first."""
     first, last = _as_date(start), _as_date(end)
     if not root.is_dir():
         return
@@ -419,24 +580,77 @@ def _part_files(root: Path, start: date | str | None, end: date | str | None) ->
         day = date.fromisoformat(name)
         if (first and day < first) or (last and day > last):
             continue
-        yield from sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+        yield folder
 
 
-def _read_parts(files: Sequence[Path], empty_schema: pa.Schema) -> pd.DataFrame:
-    import pyarrow as pa
+def _listing(folder: Path) -> list[str]:
+    """The names of a day folder's published files, sorted (a hidden name is a file being written)."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n.endswith(".parquet") and not n.startswith("."))
+
+
+def _encode_names(names: Sequence[str]) -> bytes:
+    return base64.b64encode(zlib.compress(json.dumps(sorted(names)).encode()))  # part names compress ~10x
+
+
+def _replaced_by(path: Path) -> set[str]:
+    """The files whose rows the compacted file `path` holds."""
     import pyarrow.parquet as pq
 
-    if not files:
+    value = (pq.read_schema(path).metadata or {}).get(_REPLACES_KEY)
+    return set(json.loads(zlib.decompress(base64.b64decode(value)))) if value else set()
+
+
+def _live(folder: Path, names: list[str]) -> list[str]:
+    """`names` less the files whose rows a compacted file among them holds: what a reader reads.
+    (Reads the lists of replaced files only while there is something to skip: once a compaction has
+    finished, a day folder holds its compacted file alone.)"""
+    compacted = [n for n in names if n.startswith(COMPACTED_PREFIX)]
+    if not compacted or len(names) == 1:
+        return names
+    replaced = set().union(*(_replaced_by(folder / n) for n in compacted))
+    return [n for n in names if n not in replaced]
+
+
+def _read_day(folder: Path) -> list[pa.Table]:
+    """The rows of one day folder, each once, even while `compact_days` replaces its files.
+
+    A listing may be out of date by the time its files are opened (compaction published a merged file
+    and removed the parts: FileNotFoundError), and a listing made while files come and go may miss some
+    of them; so the day is read again until a listing taken after the reads shows nothing removed and no
+    new compacted file. (New part files are rows appended after the read began: they may be left out.)
+    """
+    import pyarrow.parquet as pq
+
+    for _ in range(_READ_ATTEMPTS):
+        names = _listing(folder)
+        try:
+            tables = [pq.read_table(folder / name).replace_schema_metadata(None) for name in _live(folder, names)]
+        except FileNotFoundError:
+            continue
+        after = set(_listing(folder))
+        if after >= set(names) and not any(n.startswith(COMPACTED_PREFIX) for n in after - set(names)):
+            return tables
+    raise RuntimeError(f"{folder} kept changing while it was read ({_READ_ATTEMPTS} attempts); read it again")
+
+
+def _read_parts(root: Path, start: date | str | None, end: date | str | None, empty_schema: pa.Schema) -> pd.DataFrame:
+    import pyarrow as pa
+
+    tables = [table for folder in _day_folders(root, start, end) for table in _read_day(folder)]
+    if not tables:
         return empty_schema.empty_table().to_pandas()
     # Schemas differ when models for different spec versions logged to one data set: union them.
-    table = pa.concat_tables([pq.read_table(p) for p in files], promote_options="permissive")
-    return table.to_pandas()
+    return pa.concat_tables(tables, promote_options="permissive").to_pandas()
 
 
 def read_feedback(lake: DatasetLake, *, start: date | str | None = None, end: date | str | None = None) -> pd.DataFrame:
     """Outcomes received on days in [start, end]: request_id, actual_label, feedback_at; the latest
     outcome per request id wins."""
-    frame = _read_parts(list(_part_files(lake.feedback_dir(), start, end)), _feedback_schema())
+    frame = _read_parts(lake.feedback_dir(), start, end, _feedback_schema())
     frame = frame.sort_values("feedback_at", kind="stable").drop_duplicates("request_id", keep="last")
     return frame.reset_index(drop=True)
 
@@ -457,15 +671,184 @@ def read_predictions(
             (name, t)
             for name, t in zip(
                 PREDICTION_COLUMNS,
-                (pa.string(), pa.timestamp("us", tz="UTC"), pa.string(), pa.string(), pa.float64(), pa.int8()),
+                (
+                    pa.string(),
+                    pa.timestamp("us", tz="UTC"),
+                    pa.string(),
+                    pa.string(),
+                    pa.float64(),
+                    pa.int8(),
+                    pa.string(),
+                ),
                 strict=True,
             )
         ]
     )
-    frame = _read_parts(list(_part_files(lake.predictions_dir(), start, end)), base)
+    frame = _read_parts(lake.predictions_dir(), start, end, base)
     frame = frame.sort_values("predicted_at", kind="stable").reset_index(drop=True)
     if with_feedback:
         outcomes = read_feedback(lake, start=start)
         frame = frame.merge(outcomes, on="request_id", how="left")
         frame["actual_label"] = frame["actual_label"].astype("Int8")
     return frame
+
+
+# --- compaction ----------------------------------------------------------------------------------
+
+_COMPACTION_ROW_GROUP = 256_000  # rows gathered before a row group is written: bounds the memory a merge takes
+_STALE_TEMP_S = 3600.0  # a log writer's temp file this old in a past day belongs to a writer that died
+
+
+@dataclass(frozen=True)
+class CompactionReport:
+    """What `compact_days` did to one log folder (predictions or feedback)."""
+
+    folder: Path
+    before: date
+    days_compacted: tuple[str, ...] = ()  # days whose files were merged into one by this run
+    files_merged: int = 0  # the files those merged files replaced
+    rows_merged: int = 0  # the rows the merged files hold
+    days_already_compact: int = 0  # days before `before` that hold one file or none: nothing to do
+    leftovers_removed: int = 0  # what an interrupted run or a dead writer left: merged files, temp files
+
+    def __str__(self) -> str:
+        return (
+            f"{self.folder}: {len(self.days_compacted)} day(s) before {self.before} compacted "
+            f"({self.files_merged} files, {self.rows_merged} rows merged), {self.days_already_compact} "
+            f"already compact, {self.leftovers_removed} leftover file(s) removed"
+        )
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_temp_files(folder: Path, stale_temp_s: float) -> int:
+    """A crashed compaction's temp files, and log writers' temp files old enough to be a dead writer's."""
+    removed = 0
+    now = time.time()
+    for entry in os.scandir(folder):
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(".tmp")):
+            continue
+        ours = name.startswith(f".{COMPACTED_PREFIX}")  # no other compaction runs: we hold the lock
+        dead_writer = name.startswith(f".{PART_PREFIX}") and now - entry.stat().st_mtime > stale_temp_s
+        if ours or dead_writer:
+            Path(entry.path).unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    import pyarrow as pa
+
+    n = table.num_rows
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(n, f.type) for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _merge(folder: Path, names: list[str]) -> int:
+    """Write the rows of `names` (in that order: the order readers read them) into one new compacted
+    file that lists them as replaced, and publish it; returns its rows. Nothing is removed here."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    paths = [folder / name for name in names]
+    schema = pa.unify_schemas([pq.read_schema(p).remove_metadata() for p in paths], promote_options="permissive")
+    expected = sum(pq.read_metadata(p).num_rows for p in paths)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    final = folder / f"{COMPACTED_PREFIX}{stamp}-{uuid.uuid4().hex[:12]}.parquet"
+    tmp = folder / f".{final.name}.tmp"  # hidden: readers skip it
+    try:
+        with pq.ParquetWriter(
+            tmp, schema.with_metadata({_REPLACES_KEY: _encode_names(names)}), compression="zstd", compression_level=3
+        ) as writer:
+            batch: list[pa.Table] = []
+            for path in paths:
+                batch.append(_conform(pq.read_table(path), schema))
+                if sum(t.num_rows for t in batch) >= _COMPACTION_ROW_GROUP:
+                    writer.write_table(pa.concat_tables(batch))
+                    batch = []
+            if batch:
+                writer.write_table(pa.concat_tables(batch))
+        written = pq.read_metadata(tmp).num_rows
+        if written != expected:
+            raise RuntimeError(f"compacting {folder}: wrote {written} rows, its {len(names)} files hold {expected}")
+        _fsync(tmp)
+        os.rename(tmp, final)  # published: readers now skip the files it lists
+        _fsync(folder)  # durable before any of the files it replaces is removed
+    finally:
+        tmp.unlink(missing_ok=True)
+    return written
+
+
+def _compact_day(folder: Path, stale_temp_s: float) -> tuple[int, int, int]:
+    """Merge one day folder's files into one; returns (files merged, rows merged, leftovers removed)."""
+    leftovers = _remove_temp_files(folder, stale_temp_s)
+    names = _listing(folder)
+    live = _live(folder, names)
+    # Finish what an interrupted run started: files a published compacted file already holds. Parts go
+    # before compacted files, so a compacted file is never gone while parts it lists remain.
+    done = sorted(set(names) - set(live), key=lambda n: n.startswith(COMPACTED_PREFIX))
+    for name in done:
+        (folder / name).unlink(missing_ok=True)
+    if done:
+        _fsync(folder)
+    leftovers += len(done)
+    if len(live) < 2:
+        return 0, 0, leftovers
+    rows = _merge(folder, live)
+    for name in sorted(live, key=lambda n: n.startswith(COMPACTED_PREFIX)):
+        (folder / name).unlink()
+    _fsync(folder)
+    return len(live), rows, leftovers
+
+
+def compact_days(folder: Path, before: date | str, *, stale_temp_s: float = _STALE_TEMP_S) -> CompactionReport:
+    """Merge the files of every day folder of a log folder (`lake.predictions_dir()` or
+    `lake.feedback_dir()`) for days before `before` into one file per day. Pass a day no log still
+    writes to: yesterday at the latest (a writer's buffer may hold yesterday's rows for one flush
+    interval after midnight). Rows that reach a compacted day later land in a new part file, merged by
+    the next run; readers are correct either way.
+
+    Crash-safe and idempotent; readers (`read_predictions`, `read_feedback`) see every row exactly once
+    at every instant, with no locking on their side:
+    1. the merged file is written under a hidden name (readers skip it), checked to hold as many rows
+       as the files it replaces, fsynced, and published by a rename; its Parquet metadata lists the
+       files it replaces, and readers skip any file a published compacted file lists;
+    2. only then are the listed files removed (parts before compacted files);
+    3. a run that finds a compacted file whose listed files remain (a crash during step 2) removes them
+       before anything else; temp files of a crash during step 1 are removed; a day already in one file
+       is left alone.
+    Runs on one log folder exclude each other with a lock file in it (`kennel.lake.exclusive`); writers
+    never wait, and a part file written during a run is not touched by it.
+    """
+    cutoff = before if isinstance(before, date) else date.fromisoformat(before)
+    compacted: list[str] = []
+    merged = rows = already = leftovers = 0
+    if folder.is_dir():
+        with exclusive(folder / ".compaction.lock"):
+            for day_folder in _day_folders(folder, None, cutoff - timedelta(days=1)):
+                files, day_rows, removed = _compact_day(day_folder, stale_temp_s)
+                leftovers += removed
+                if files:
+                    compacted.append(partition_day(day_folder) or day_folder.name)
+                    merged += files
+                    rows += day_rows
+                else:
+                    already += 1
+    report = CompactionReport(folder, cutoff, tuple(compacted), merged, rows, already, leftovers)
+    if compacted or leftovers:
+        logger.info("compaction: %s", report)
+    return report
+
+
+def compact_logs(lake: DatasetLake, before: date | str) -> list[CompactionReport]:
+    """`compact_days` on the data set's prediction log and feedback: what the housekeeping sensor calls."""
+    return [compact_days(lake.predictions_dir(), before), compact_days(lake.feedback_dir(), before)]

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         spark.stop()
     # The saved card carries what training chose, so the folder scores like the `model` asset's.
-    card = ModelCard.for_spec(spec, threshold=result.threshold, params=result.params)
+    train_rows = pd.read_parquet(args.training_dir / "train.parquet", columns=[f.name for f in spec.model_features])
+    card = ModelCard.for_spec(spec, threshold=result.threshold, params=result.params, training=train_rows)
     Model(trained.booster, card).save(args.out, spec.resolved_yaml())
     (args.out / "train_result.json").write_text(json.dumps(asdict(result), indent=2))
     print(json.dumps({k: v for k, v in asdict(result).items() if k != "feature_importance"}))
