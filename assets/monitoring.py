@@ -64,6 +64,7 @@ def record_days(
         context.log.warning(str(exc))
         return dg.MaterializeResult(metadata={"status": str(exc)})
     rows = []
+    flagged: dict[str, int] = {}  # served values flagged, per warning, over the run's days
     for day in context.partition_keys:
         record = MonitoringRecord.model_validate(
             {
@@ -75,6 +76,8 @@ def record_days(
             }
         )
         data.write_monitoring(record)
+        for warning, count in record.input_warnings.items():
+            flagged[warning] = flagged.get(warning, 0) + count
         rows.append(
             {
                 "day": day,
@@ -82,12 +85,19 @@ def record_days(
                     include={"status", "rows", "drifted_share", "prediction_psi", "roc_auc", "log_loss"},
                     exclude_none=True,
                 ),
+                # Served values the model never learned from: unseen categories, out of distribution.
+                **({"flagged values": sum(record.input_warnings.values())} if kind == "serving_drift" else {}),
             }
         )
     history = data.monitoring_records(kind)
     return dg.MaterializeResult(
         metadata={
             "champion": champion.entry.model_tag,
+            **(
+                {"flagged_inputs": md_table([{"warning": k, "values": v} for k, v in sorted(flagged.items())])}
+                if flagged
+                else {}
+            ),
             "days": md_table(rows),
             "over_time": md_table(
                 [
@@ -228,12 +238,12 @@ def measure_realized_performance(
 
 
 def measure_serving_drift(context: dg.AssetExecutionContext, data: DatasetLake) -> dg.MaterializeResult:
-    from kennel.serving.prediction_log import read_predictions
+    from kennel.serving.prediction_log import count_warnings, read_predictions
 
     def measure(champion: ServedChampion, day: str) -> dict[str, Any]:
         served = read_predictions(data, start=day, end=day, with_feedback=False)
         if served.empty:
             return {"status": "no traffic", "rows": 0}
-        return drift_measures(champion, served, True)
+        return drift_measures(champion, served, True) | {"input_warnings": count_warnings(served)}
 
     return record_days(context, data, "serving_drift", measure)

@@ -373,3 +373,55 @@ def test_record_model_refuses_a_card_for_another_spec(spec: DatasetSpec) -> None
     card = ModelCard.for_spec(spec).model_copy(update={"spec_fingerprint": "0" * 16})
     with pytest.raises(ValueError, match="fingerprint"):
         record_model(spec, card)
+
+
+def test_logged_warnings_are_counted_for_monitoring(spec: DatasetSpec, tmp_path: Path) -> None:
+    from kennel.lake import Lake
+    from kennel.serving.prediction_log import PredictionLog, count_warnings, read_predictions
+
+    lake = Lake(tmp_path).dataset(spec.name)
+    log = PredictionLog(lake, spec, model_tag="m:1", threshold=0.5)
+    columns = {"region": ["west", "other", "east"]}
+    flags = ["unseen_category:region;out_of_distribution:age", None, "out_of_distribution:age"]
+    log.append("/predict_batch", ["a" * 32, "b" * 32, "c" * 32], np.array([0.1, 0.5, 0.9]), columns, warnings=flags)
+    log.append("/predict", ["d" * 32], np.array([0.2]), {"region": ["north"]})
+    log.flush()
+    served = read_predictions(lake, with_feedback=False)
+    assert list(served.sort_values("request_id")["warnings"].fillna("")) == [*(f or "" for f in flags), ""]
+    assert count_warnings(served) == {"out_of_distribution:age": 2, "unseen_category:region": 1}
+    assert count_warnings(served.drop(columns="warnings")) == {}  # a log written before warnings were
+
+
+def test_request_warnings_flag_what_training_never_saw(spec: DatasetSpec, model_dir: Path) -> None:
+    from kennel.serving.api import RequestWarnings, UnseenCategory, unseen_categories
+
+    model = Model.load(model_dir)
+    assert all(f.seen is not None for f in model.card.features)
+    record: dict[str, Any] = {}
+    for feature in model.card.features:  # a value training saw, in every feature
+        seen = feature.seen
+        assert seen is not None
+        if feature.type is FeatureType.categorical:
+            record[feature.name] = (seen.categories or ())[0]
+        elif feature.type is FeatureType.boolean:
+            record[feature.name] = bool(seen.min)
+        else:
+            assert seen.min is not None and seen.max is not None
+            record[feature.name] = (seen.min + seen.max) / 2
+    age = model.card.features[model.card.feature_names.index("age")].seen
+    assert age is not None and age.max is not None
+    far = record | {"age": 100.0 if age.max < 100 else 18.0}
+    columns = record_columns([record, far, record], model.card.feature_names)
+    columns["region"] = ["west", "west", UnseenCategory("other")]
+    matrix = model.encoder.encode(columns, 3)
+    warnings = RequestWarnings.find(
+        3,
+        unseen=unseen_categories(columns, ["region"]),
+        out_of_distribution=model.encoder.out_of_distribution(matrix),
+        features=model.card.feature_names,
+    )
+    assert warnings.log_column()[0] is None
+    assert "out_of_distribution:age" in (warnings.log_column()[1] or "")
+    assert "unseen_category:region" in (warnings.log_column()[2] or "")
+    by_field = {(w.field, w.kind): w.rows for w in warnings.by_field()}
+    assert by_field[("age", "out_of_distribution")] == [1] and by_field[("region", "unseen_category")] == [2]

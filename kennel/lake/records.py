@@ -130,6 +130,8 @@ class MonitoringRecord(Record):
     mean_score: float | None = None
     reference_mean_score: float | None = None
     features: list[FeatureDriftRow] = []
+    # serving_drift: values the service scored but flagged, per "kind:field" (kennel.serving.api warnings)
+    input_warnings: dict[str, int] = {}
     # realized performance
     roc_auc: float | None = None
     log_loss: float | None = None

@@ -647,6 +647,14 @@ def _read_parts(root: Path, start: date | str | None, end: date | str | None, em
     return pa.concat_tables(tables, promote_options="permissive").to_pandas()
 
 
+def count_warnings(predictions: pd.DataFrame) -> dict[str, int]:
+    """How many logged rows carry each warning ("kind:field", as served) in a frame of predictions."""
+    if "warnings" not in predictions.columns:  # logged before warnings were
+        return {}
+    flags = predictions["warnings"].dropna().str.split(";").explode()
+    return {str(k): int(v) for k, v in flags.value_counts().sort_index().items()}
+
+
 def read_feedback(lake: DatasetLake, *, start: date | str | None = None, end: date | str | None = None) -> pd.DataFrame:
     """Outcomes received on days in [start, end]: request_id, actual_label, feedback_at; the latest
     outcome per request id wins."""
