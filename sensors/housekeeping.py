@@ -14,13 +14,15 @@ import logging
 import re
 import shutil
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import psutil
 from dagster._core.storage.runs import SqliteRunStorage
 
-from kennel.lake import Lake
+from kennel.lake import DatasetLake, Lake
+from kennel.serving.prediction_log import CompactionReport, compact_days
 from resources import build_resources
 
 # psutil derives a process's start time from the boot time, which the kernel gives to the second.
@@ -118,6 +120,19 @@ def sweep_abandoned_runs(instance: dg.DagsterInstance, lake: Lake, log: logging.
     failed = fail_abandoned_runs(instance, log)
     remove_finished_staging(instance, lake.staging(), log)
     return failed
+
+
+def compact_served_logs(data: DatasetLake, log: logging.Logger) -> list[CompactionReport]:
+    """Merge each past day of the prediction log and the feedback log into one file (a serving worker
+    writes one file per flush: thousands a day). Days before yesterday only: a worker's buffer may
+    still hold yesterday's rows for one flush interval after midnight. A folder listing per log when
+    there is nothing to do."""
+    before = datetime.now(UTC).date() - timedelta(days=1)
+    reports = [compact_days(folder, before) for folder in (data.predictions_dir(), data.feedback_dir())]
+    for report in reports:
+        if report.days_compacted or report.leftovers_removed:
+            log.info(str(report))
+    return reports
 
 
 def main() -> None:

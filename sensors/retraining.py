@@ -26,7 +26,7 @@ from kennel.monitoring.retraining import (
 )
 from kennel.spec import DatasetSpec
 from resources.lake import LakeResource
-from sensors.housekeeping import sweep_abandoned_runs
+from sensors.housekeeping import compact_served_logs, sweep_abandoned_runs
 
 SENSOR_NAME = "retrain_on_drift_or_decay"
 
@@ -89,6 +89,7 @@ def build_retraining_sensor(spec: DatasetSpec, train_job_name: str) -> dg.Sensor
     def retraining_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
         sweep_abandoned_runs(context.instance, lake.local, context.log)
         data = lake.dataset(spec.name)
+        compact_served_logs(data, context.log)
         decisions, state = decide(
             policy_from_env(), gather_signals(data), LoopState.from_json(context.cursor), datetime.now(UTC)
         )

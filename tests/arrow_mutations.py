@@ -261,6 +261,8 @@ def _layout(dtype: pa.DataType, node: int, variadic: Iterator[int], out: list[_R
     """Appends the roles of the buffers of a column of `dtype` and its children, in IPC order (one field
     node per type, preorder), and returns the next node index."""
     t = pa.types
+    if isinstance(dtype, pa.BaseExtensionType):
+        dtype = dtype.storage_type
     if t.is_dictionary(dtype):
         own = ["validity", f"indices{dtype.index_type.bit_width // 8}"]
     elif t.is_null(dtype) or t.is_run_end_encoded(dtype):
@@ -968,6 +970,41 @@ def _dictionary_encoding(rng: random.Random, base: _Base) -> bytes | None:
             fb.data[pos] ^= 1
         else:
             return False
+        return True
+
+    return _schema_edit(rng, base, edit)
+
+
+_EXTENSION_NAMES = (b"arrow.uuid", b"arrow.json", b"arrow.bool8", b"arrow.opaque", b"arrow.fixed_shape_tensor")
+
+
+@_mutation("schema")
+def _custom_metadata(rng: random.Random, base: _Base) -> bytes | None:
+    """A field's custom metadata, where extension types live ("ARROW:extension:name" / "...:metadata"):
+    another extension name of the same length, or the metadata (JSON for tensors) edited in place."""
+
+    def edit(rng: random.Random, fb: _Fb, field: int) -> bool:
+        vector = fb.vector(field, 6)
+        if vector is None or vector[2] == 0:
+            return False
+        _, start, count = vector
+        pair = start + 4 * rng.randrange(count)
+        pair += fb.read("<I", pair)
+        value = fb.table(pair, 1)
+        if value is None:
+            return False
+        length = fb.read("<I", value)
+        data = fb.data
+        current = bytes(data[value + 4 : value + 4 + length])
+        names = [n for n in _EXTENSION_NAMES if len(n) == length and n != current]
+        if names and rng.random() < 0.5:
+            data[value + 4 : value + 4 + length] = rng.choice(names)
+        elif length and rng.random() < 0.8:
+            for _ in range(rng.randint(1, 3)):
+                at = value + 4 + rng.randrange(length)
+                data[at] = rng.choice(b'9-0,[]{}"x\xff' if data[at] in b"0123456789" else b'9,[]{}"\xff')
+        else:
+            struct.pack_into("<I", data, value, rng.choice([0, length + 1, 2**31]))
         return True
 
     return _schema_edit(rng, base, edit)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -76,6 +77,18 @@ def _nested() -> pa.RecordBatch:
     )
 
 
+def _extensions() -> pa.RecordBatch:
+    """Extension types pyarrow registers, read back from field metadata (tensor shapes are JSON)."""
+    return pa.record_batch(
+        {
+            "id": pa.array([b"0123456789abcdef", b"fedcba9876543210"], pa.binary(16)).cast(pa.uuid()),
+            "doc": pa.array(['{"a": 1}', "[1, 2]"], pa.json_()),
+            "ok": pa.array([0, 1], pa.int8()).cast(pa.bool8()),
+            "grid": pa.FixedShapeTensorArray.from_numpy_ndarray(np.arange(8, dtype=np.float32).reshape(2, 2, 2)),
+        }
+    )
+
+
 def _write(batches: list[pa.RecordBatch], **options: object) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batches[0].schema, options=pa.ipc.IpcWriteOptions(**options)) as writer:
@@ -86,7 +99,7 @@ def _write(batches: list[pa.RecordBatch], **options: object) -> bytes:
 
 def valid_streams() -> list[bytes]:
     """One batch; three batches with replacement dictionaries; growing dictionaries sent as deltas;
-    a zero-row batch; a different, small schema (for splicing); nested and view types."""
+    a zero-row batch; a different, small schema (for splicing); nested and view types; extension types."""
     one = _table(6).to_batches()[0]
     three = [_table(5, offset=k).to_batches()[0] for k in range(3)]
     grow = [
@@ -104,6 +117,7 @@ def valid_streams() -> list[bytes]:
         _write([one.slice(0, 0)]),
         _write([small]),
         _write([_nested()]),
+        _write([_extensions()]),
     ]
 
 

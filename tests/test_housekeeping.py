@@ -18,7 +18,7 @@ import pytest
 from definitions import build_definitions
 from kennel.lake import Lake
 from resources.lake import LakeResource
-from sensors.housekeeping import sweep_abandoned_runs, worker_alive
+from sensors.housekeeping import compact_served_logs, sweep_abandoned_runs, worker_alive
 from sensors.ingestion import SENSOR_NAME as NEW_DATA_SENSOR
 from sensors.retraining import SENSOR_NAME as RETRAINING_SENSOR
 
@@ -145,3 +145,28 @@ def test_a_run_whose_worker_never_started_is_failed_after_the_start_timeout(tmp_
         )
         status = instance.get_run_by_id(run.run_id).status
         assert status == (dg.DagsterRunStatus.FAILURE if swept else dg.DagsterRunStatus.STARTING)
+
+
+def test_served_logs_are_compacted_up_to_the_day_before_yesterday(tmp_path: Path) -> None:
+    import numpy as np
+
+    from kennel.serving.prediction_log import FeedbackLog, PredictionLog, read_feedback, read_predictions
+    from kennel.spec import DEFAULT_SPEC_PATH, load_spec
+
+    spec = load_spec(DEFAULT_SPEC_PATH)
+    data = Lake(tmp_path / "lake").dataset(spec.name)
+    predictions = PredictionLog(data, spec, model_tag="m:1", threshold=0.5)
+    feedback = FeedbackLog(data, verifier=None)
+    now = time.time()
+    for days_ago in (3, 3, 3, 1, 0):  # three flushes three days ago, one yesterday, one today
+        at = now - days_ago * 86_400
+        rid = os.urandom(16).hex()
+        predictions.append("/predict", [rid], np.array([0.5]), {"region": ["west"]}, at=at)
+        predictions.flush()
+        feedback.append([rid], [1], at=at)
+        feedback.flush()
+    compact_served_logs(data, logging.getLogger(__name__))
+    for folder in (data.predictions_dir(), data.feedback_dir()):
+        files = sorted(len(list(day.glob("*.parquet"))) for day in folder.glob("date=*"))
+        assert files == [1, 1, 1]  # three days' files in one, yesterday and today untouched
+    assert len(read_predictions(data)) == 5 and len(read_feedback(data)) == 5
