@@ -33,6 +33,8 @@ from kennel.spec import DatasetSpec, load_spec
 pytestmark = pytest.mark.serving
 
 DAY = "2026-03-02"
+API_KEY = "parity-key-0123456789abcdef"  # the parity server requires it: every request below carries it
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 TRAINING_SAVINGS_MAX = 100_000.0  # the spec allows up to 10,000,000: more is in range but unseen
 
 
@@ -131,7 +133,9 @@ def parity_server(tmp_path_factory: pytest.TempPathFactory, spec_file: Path) -> 
     lake = Lake(folder / "lake")
     bento_tag = build_bento(model_tag, bento_name="kennel_parity", labels={}, lake=lake)
     proc, base_url, _, _ = start_server(
-        bento_tag, folder, {"KENNEL_LAKE_ROOT": str(lake.root), "KENNEL_PREDICTION_LOG_FLUSH_S": "1"}
+        bento_tag,
+        folder,
+        {"KENNEL_LAKE_ROOT": str(lake.root), "KENNEL_PREDICTION_LOG_FLUSH_S": "1", "KENNEL_API_KEY": API_KEY},
     )
     try:
         yield ParityServer(spec, Model.load(load_model_folder(model_tag)), base_url, lake)
@@ -205,11 +209,11 @@ def test_serving_follows_the_parity_table(parity_server: ParityServer, name: str
     spec, url = parity_server.spec, parity_server.base_url
     record = case_record(spec, name)
     _, outcome = PARITY_CASES[name]
-    single = requests.post(f"{url}/predict", json=record, timeout=30)
+    single = requests.post(f"{url}/predict", json=record, headers=AUTH, timeout=30)
     arrow = requests.post(
         f"{url}/predict_arrow",
         data=_arrow_body(spec, record),
-        headers={"Content-Type": "application/vnd.apache.arrow.stream"},
+        headers={"Content-Type": "application/vnd.apache.arrow.stream", **AUTH},
         timeout=30,
     )
     if isinstance(outcome, Refused):
@@ -245,3 +249,22 @@ def _assert_logged(server: ParityServer, request_ids: list[str], outcome: Kept) 
             assert pd.isna(got) if value is None else got == value, (column, got)
         flagged = set(row.warnings.split(";")) if isinstance(row.warnings, str) else set()
         assert flagged == outcome.warnings
+
+
+def test_with_an_api_key_only_the_probes_and_the_document_are_open(parity_server: ParityServer) -> None:
+    url, record = parity_server.base_url, case_record(parity_server.spec, "declared_category")
+    for headers in ({}, {"Authorization": f"Bearer {API_KEY[:-1]}"}, {"X-API-Key": "wrong" * 5}):
+        for resp in (
+            requests.post(f"{url}/predict", json=record, headers=headers, timeout=30),
+            requests.post(
+                f"{url}/feedback", json={"labels": [{"request_id": "0" * 32, "label": 1}]}, headers=headers, timeout=30
+            ),
+            requests.get(f"{url}/metrics", headers=headers, timeout=30),
+        ):
+            assert resp.status_code == 401 and resp.json()["error"] == "unauthorized", resp.text
+    assert requests.get(f"{url}/metrics", headers={"X-API-Key": API_KEY}, timeout=30).status_code == 200
+    for path in ("/readyz", "/livez", "/docs.json"):
+        assert requests.get(f"{url}{path}", timeout=30).status_code == 200, path
+    doc = requests.get(f"{url}/docs.json", timeout=30).json()
+    assert doc["paths"]["/predict"]["post"]["security"] == [{"apiKey": []}]
+    assert "security" not in doc["paths"]["/readyz"]["get"]
