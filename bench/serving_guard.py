@@ -150,13 +150,12 @@ def hostile_bodies(spec: Any, card: Any, records: list[dict[str, Any]]) -> dict[
     tiled = tiled.set_column(
         tiled.column_names.index(target.name), target.name, pa.array([target.min - 1.0] * MAX_COLUMN_ROWS)
     )
-    id_chars = max(1, (HOSTILE_BYTES - len(_arrow(tiled))) // MAX_COLUMN_ROWS)
-    tiled = tiled.set_column(
-        tiled.column_names.index(spec.id_column),
-        spec.id_column,
-        pa.array([f"{i:0{id_chars}d}" for i in range(MAX_COLUMN_ROWS)]),
+    ids = tiled.column_names.index(spec.id_column)  # ids long enough for HOSTILE_BYTES in all
+    id_chars = HOSTILE_BYTES - len(_arrow(tiled.set_column(ids, spec.id_column, pa.array([""] * MAX_COLUMN_ROWS))))
+    id_chars = max(1, id_chars // MAX_COLUMN_ROWS)
+    values = _arrow(
+        tiled.set_column(ids, spec.id_column, pa.array([f"{i:0{id_chars}d}" for i in range(MAX_COLUMN_ROWS)]))
     )
-    values = _arrow(tiled)
 
     return {
         "columns": {
@@ -326,7 +325,8 @@ def _ms(us: float) -> str:
 
 
 def _spread(values: list[float], scale: float = 1.0, digits: int = 0) -> str:
-    return f"{statistics.median(values) / scale:,.{digits}f} ({min(values) / scale:,.{digits}f}–{max(values) / scale:,.{digits}f})"
+    median, low, high = (x / scale for x in (statistics.median(values), min(values), max(values)))
+    return f"{median:,.{digits}f} ({low:,.{digits}f}–{high:,.{digits}f})"
 
 
 def summarise(results: dict[str, Any]) -> dict[str, Any]:
@@ -537,8 +537,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  alone: p50 {_ms(run['p50_us'])} ms  p99 {_ms(run['p99_us'])} ms  load {run['load1']}", flush=True)
 
         alone_run()
-        for kind, spec_ in hostile.items():
-            client = HostileClient(port_a, spec_["route"], spec_["media_type"], spec_["body"])
+        for kind, body in hostile.items():
+            client = HostileClient(port_a, body["route"], body["media_type"], body["body"])
             before = cpu_by_role(server_a)
             client.start()
             time.sleep(0.2)

@@ -12,10 +12,22 @@ only a small share are plain random byte flips.
     for kind, body in mutated_streams(valid_streams, n=1_000, seed=7):
         ...  # kind: e.g. "buffer.offsets_out_of_bounds"; body: the mutated stream
 
+Categories (CATEGORY_WEIGHTS): "values" (well-formed edits of numbers, characters, indices, offsets and
+validity that reach a reader's own rules), "buffer" (corrupt buffers: offsets out of bounds, decreasing or
+huge, indices out of range, invalid UTF-8, bad string views and union type ids, resized buffers, raw
+flips), "meta" (lengths, null counts, buffer offsets/lengths, body length, vector counts, version, header
+type), "schema" (names incl. invalid UTF-8, types and their parameters, nullability, dictionary encoding,
+extension-type metadata, another stream's schema, columns dropped/added/cast/nested by pyarrow), "dict"
+(ids, delta flags, dropped/duplicated/late/foreign dictionaries), "compression" (lying length prefixes,
+codecs, garbage, and real 1 GiB bombs declared truly or falsely), "stream" (truncation, dropped, duplicated,
+swapped, spliced or repeated messages, end-of-stream and length prefixes), and a small share of "random".
+
 The same (valid_streams, n, seed) always gives the same cases, so a failing case is reproduced from its
 index. Every valid stream is also re-encoded with LZ4 and ZSTD buffer compression (batch by batch, so its
 dictionaries and batches stay as they were) so compression mutations apply whatever the input. The valid
-streams should be little-endian streams as pyarrow writes them; nested types are mutated as raw buffers.
+streams should be little-endian streams as pyarrow writes them. Buffer roles are derived for flat, nested,
+view, union, run-end-encoded and extension types; dictionaries nested inside other types are mutated only
+by the structure-blind kinds.
 """
 
 from __future__ import annotations

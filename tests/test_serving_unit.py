@@ -228,6 +228,22 @@ def test_arrow_tables_are_checked_like_json(
     assert {"type": kind, "loc": loc} in [{k: p[k] for k in ("type", "loc")} for p in exc.value.problems]
 
 
+@pytest.mark.parametrize("column", ["region", "application_id"])
+def test_a_dictionary_naming_one_huge_value_from_every_row_is_refused_before_decoding(
+    spec: DatasetSpec, model_dir: Path, column: str
+) -> None:
+    """A 1 MB dictionary value referenced by 100,000 rows would be 100 GB as plain text."""
+    import pyarrow as pa
+
+    rows = 100_000
+    table = pa.Table.from_pylist(synthetic_records(spec, 1, np.random.default_rng(2), missing=0.0) * rows)
+    huge = pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, dtype=np.int32)), pa.array(["w" * 1_000_000]))
+    table = table.set_column(table.column_names.index(column), column, huge)
+    with pytest.raises(InputError) as exc:
+        ArrowReader(spec, ModelCard.load(model_dir)).read(_arrow_body(table))
+    assert [p["type"] for p in exc.value.problems] == ["arrow_too_large"]
+
+
 def test_a_body_that_is_not_arrow_is_refused(spec: DatasetSpec, model_dir: Path) -> None:
     with pytest.raises(InputError) as exc:
         ArrowReader(spec, ModelCard.load(model_dir)).read(b'{"age": [40]}')

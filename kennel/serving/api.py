@@ -578,7 +578,9 @@ class ArrowReader:
             table = read_stream(body, max_rows=self.max_rows, max_decoded_bytes=self.max_decoded_bytes)
         except ArrowStreamError as exc:
             raise InputError(exc.problems) from None
-        return _check_columns(table, self.required, self.features, self.categories, self.max_rows)
+        return _check_columns(
+            table, self.required, self.features, self.categories, self.max_rows, self.max_decoded_bytes
+        )
 
 
 def _check_columns(
@@ -587,6 +589,7 @@ def _check_columns(
     features: dict[str, Feature],
     categories_of: dict[str, list[str]],
     max_rows: int,
+    max_text_bytes: int,
 ) -> ArrowBatch:
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -624,6 +627,9 @@ def _check_columns(
                 continue
             if not _is_text(column.type):
                 problem("string_type", [name], f"Input should be text or integers, got Arrow type {column.type}")
+                continue
+            if _expanded_text_bytes(column) > max_text_bytes:
+                problem("arrow_too_large", [name], f"the column's text would exceed {max_text_bytes:,} bytes")
                 continue
             text = pc.utf8_trim(pc.cast(column, pa.string()), characters=WHITESPACE)
             if (pc.max(pc.utf8_length(text)).as_py() or 0) > MAX_ID_LENGTH:
@@ -664,6 +670,9 @@ def _check_columns(
                 continue
             categories = categories_of[name]
             value_set = pa.array(categories, pa.string())
+            if _expanded_text_bytes(column) > max_text_bytes:
+                problem("arrow_too_large", [name], f"the column's text would exceed {max_text_bytes:,} bytes")
+                continue
             text = pc.cast(column, pa.string())
             codes = pc.index_in(text, value_set=value_set)
             if codes.null_count > text.null_count:  # unknown at first sight: read as cleaning reads it
@@ -695,6 +704,21 @@ def _check_columns(
     for name, column in replaced.items():
         table = table.set_column(names.index(name), name, column)
     return ArrowBatch(table, values, unseen)
+
+
+def _expanded_text_bytes(column: pa.ChunkedArray) -> int:
+    """The bytes a text column takes as plain strings: for a dictionary-encoded one, each row's value
+    counted again (a few rows may name one huge value: decoding it per row must be refused first)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_dictionary(column.type):
+        return sum(chunk.nbytes for chunk in column.chunks)
+    total = 0
+    for chunk in column.chunks:
+        lengths = pc.binary_length(chunk.dictionary)
+        total += int(pc.sum(pc.take(lengths, chunk.indices)).as_py() or 0)
+    return total
 
 
 def _is_text(type_: pa.DataType) -> bool:

@@ -20,8 +20,9 @@ So `read_stream` works in two passes over the same bytes, both zero-copy:
    counts, nested children), so the caller only ever computes on validated arrays.
 
 Every failure, whatever its exception type, becomes `ArrowStreamError` whose problems are shaped like
-pydantic's errors. Their messages are fixed text and limits: they never echo body bytes, values, or a field
-name (one that is not valid UTF-8 could not even be printed).
+pydantic's errors. Their messages are fixed text, the limits, and at most an exception's class name: they
+never echo body bytes, values or Arrow's error text, nor a field name except as the `loc` of a column that
+failed validation (names are checked to be UTF-8 first; one that is not could not even be printed).
 """
 
 from __future__ import annotations
@@ -86,13 +87,16 @@ def read_stream(
 ) -> pa.Table:
     """The record batches of an Arrow IPC stream as one table, every batch fully validated.
 
-    Refused with ArrowStreamError, before anything is decompressed, when the batches declare more than
-    `max_rows` rows in all or their compressed buffers (and delta dictionaries) would decode to more than
-    `max_decoded_bytes`; also on malformed framing or metadata ("arrow_invalid"), buffers that fail full
-    validation or field names that are not UTF-8 ("arrow_corrupt"), structure beyond the limits above
-    ("arrow_too_large") and features refused outright ("arrow_unsupported": big-endian data, pre-1.0
-    metadata, tensor messages). A stream with a schema and no rows gives an empty table: the caller checks
-    its row count against its own minimum."""
+    Refused with ArrowStreamError, before any body is decoded, when the record batches declare more than
+    `max_rows` rows in all ("row_count") or their compressed buffers would decode to more than
+    `max_decoded_bytes` ("arrow_compressed_too_large"; delta dictionaries, concatenated into new memory,
+    count too: "arrow_too_large"). Also refused: malformed framing or metadata ("arrow_invalid"); buffers,
+    offsets, UTF-8, dictionary indices or null counts that fail full validation, and field names that are
+    not UTF-8 ("arrow_corrupt"); more messages, fields, nesting, dictionary batches or longer names than the
+    limits above ("arrow_too_large"); big-endian data, pre-1.0 (V4) metadata, tensor messages and the
+    month / day-time interval types pyarrow cannot hand to Python ("arrow_unsupported"). Batches without
+    rows are left out; a stream with a schema and no rows gives an empty table, the caller checking its
+    row count against its own minimum."""
     import pyarrow as pa
 
     try:
