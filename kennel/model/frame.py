@@ -62,7 +62,7 @@ class FeatureEncoder:
         seen = [f.seen for f in card.features]
         self._lowest = np.array([s.min if s and s.min is not None else -np.inf for s in seen], dtype=np.float32)
         self._highest = np.array([s.max if s and s.max is not None else np.inf for s in seen], dtype=np.float32)
-        self._nulls_seen = np.array([s is None or s.nulls for s in seen])
+        self._nulls_unseen = np.array([s is not None and not s.nulls for s in seen])
         # Categorical columns hold codes: those of declared categories training never saw.
         self._unseen_codes = {
             j: np.array([i for i, c in enumerate(f.categories or ()) if c not in f.seen.categories], dtype=np.float32)
@@ -97,10 +97,9 @@ class FeatureEncoder:
         """Per cell of an encoded matrix: True where training never saw such a value in that feature
         (missing where it never was, a number outside its training range, a category it never saw).
         A few whole-matrix comparisons, so it costs microseconds per request."""
-        missing = np.isnan(matrix)
-        with np.errstate(invalid="ignore"):
-            unseen = (matrix < self._lowest) | (matrix > self._highest)
-        unseen |= missing & ~self._nulls_seen
+        # Comparisons with NaN are False (and silent): a missing value is judged by the null rule only.
+        unseen = (matrix < self._lowest) | (matrix > self._highest)
+        unseen |= np.isnan(matrix) & self._nulls_unseen
         for j, codes in self._unseen_codes.items():
             unseen[:, j] |= np.isin(matrix[:, j], codes)
         return unseen
