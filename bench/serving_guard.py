@@ -2,8 +2,8 @@
 as ratios side by side; nothing here passes or fails.
 
     apt-get install wrk          # the load generator
-    .venv/bin/python bench/serving_guard.py [--duration 10] [--rounds 3] [--write]   # ~6-10 minutes
-    .venv/bin/python bench/serving_guard.py --quick                                  # a ~2-3 minute look
+    .venv/bin/python bench/serving_guard.py [--duration 10] [--rounds 3] [--write]   # ~5-10 minutes
+    .venv/bin/python bench/serving_guard.py --quick                                  # a ~2 minute look
 
 1. A single record's latency while hostile bodies are refused. One `bentoml serve` of a Bento built from
    this tree (one worker, prediction log on, KENNEL_MAX_REQUEST_BYTES raised to 40 MiB for the run).
@@ -309,6 +309,12 @@ def _git(*args: str) -> str:
     return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
+def _head() -> str:
+    """This tree's commit, and whether the serving code (kennel/, bentos/) had uncommitted changes."""
+    dirty = _git("status", "--porcelain", "--", "kennel", "bentos")
+    return _git("rev-parse", "--short", "HEAD") + (" + uncommitted changes in kennel/ or bentos/" if dirty else "")
+
+
 def _post(server: Server, body: dict[str, Any]) -> dict[str, Any]:
     import requests
 
@@ -327,6 +333,14 @@ def _ms(us: float) -> str:
 def _spread(values: list[float], scale: float = 1.0, digits: int = 0) -> str:
     median, low, high = (x / scale for x in (statistics.median(values), min(values), max(values)))
     return f"{median:,.{digits}f} ({low:,.{digits}f}–{high:,.{digits}f})"
+
+
+def _hostile_cpu(run: dict[str, Any], alone: list[dict[str, Any]]) -> tuple[float, float]:
+    """(server CPU, screening child CPU) per hostile body of a run: the single records' share taken out
+    at their median CPU per request alone."""
+    per_single = statistics.median(r["server_cpu_us_per_request"] for r in alone) / 1e6
+    sent = max(run["hostile"]["sent"], 1)
+    return (run["server_cpu_s"] - run["single"]["requests"] * per_single) / sent, run["screen_cpu_s"] / sent
 
 
 def summarise(results: dict[str, Any]) -> dict[str, Any]:
@@ -378,28 +392,32 @@ def report(results: dict[str, Any]) -> str:
     for kind, run in part1["hostile"].items():
         single, hostile, body = run["single"], run["hostile"], bodies[kind]
         first = hostile.get("first_answer") or {}
+        problems = f"{first['error_count']:,}" if first.get("error_count") else "–"
         lines.append(
             f"| with {body['route']}: {body['what']}, {body['bytes'] / 1e6:.1f} MB | {single['requests']:,} | "
             f"{_ms(single['p50_us'])} | {_ms(single['p99_us'])} | {_ms(single['max_us'])} | "
             f"{summary['p99_ratio'][kind]:.2f}x | {hostile['sent']}: {hostile['4xx']} / {hostile['5xx']} / "
             f"{hostile['dropped']} | {hostile['answer_s_median'] or 0:.2f} ({hostile['answer_s_max'] or 0:.2f}) | "
-            f"{first.get('error_count') or '–'} |"
+            f"{problems} |"
         )
     singles = [part1["hostile"][k]["single"] for k in part1["hostile"]] + alone
     longest = max(r["max_us"] for r in singles) / 1e6
     non_2xx = sum(r["status_errors"] + r["socket_errors"] for r in singles)
     hostile_5xx = sum(run["hostile"]["5xx"] + run["hostile"]["dropped"] for run in part1["hostile"].values())
     hostile_2xx = sum(run["hostile"]["2xx"] for run in part1["hostile"].values())
+    slowest = max((run["hostile"]["answer_s_max"] or 0, kind) for kind, run in part1["hostile"].items())
     lines += [
         "",
         f"Goal: p99 under hostile bodies <= 2x alone. Longest single-record request in all these runs: "
         f"{longest:.2f} s ({'past' if longest > REQUEST_TIMEOUT_S else 'within'} the {REQUEST_TIMEOUT_S} s "
         f"request timeout); single records answered other than 2xx or not at all: {non_2xx}. Hostile bodies "
-        f"answered 5xx or dropped: {hostile_5xx}; accepted (2xx): {hostile_2xx}. Server CPU per hostile "
-        "body (all processes; in brackets the screening child's share): "
+        f"answered 5xx or dropped: {hostile_5xx}; accepted (2xx): {hostile_2xx}; the slowest was answered after "
+        f"{slowest[0]:.1f} s ({slowest[1]}), against the {REQUEST_TIMEOUT_S} s after which the guard stops "
+        "waiting for its screening process and answers 503. Server CPU per hostile "
+        "body (the run's server CPU less its single records' at their cost alone, per body sent; in "
+        "brackets the screening child's): "
         + "; ".join(
-            f"{kind} {run['server_cpu_s'] / max(run['hostile']['sent'], 1):.2f} s "
-            f"({run['screen_cpu_s'] / max(run['hostile']['sent'], 1):.2f} s)"
+            f"{kind} {_hostile_cpu(run, alone)[0]:.2f} s ({_hostile_cpu(run, alone)[1]:.2f} s)"
             for kind, run in part1["hostile"].items()
         )
         + ".",
@@ -409,7 +427,7 @@ def report(results: dict[str, Any]) -> str:
         f"settings. Runs alternate A, B, A, B, … ({settings['rounds']} each), every one after a warm-up; "
         "median (min–max) over the runs.",
         "",
-        "| c=1 | A: after (3ab05fb+) | B: before (8d417a7) | A / B, medians | goal |",
+        f"| c=1 | A: after ({results['head']}) | B: before ({BEFORE_COMMIT}) | A / B, medians | goal |",
         "|---|---:|---:|---:|---|",
     ]
     for scenario, label, scale, unit in (
@@ -610,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
 
         results: dict[str, Any] = {
             "started": started,
+            "head": _head(),
             "command": f".venv/bin/python {command.strip()}",
             "environment": {
                 "cpu": _cpu_model(),

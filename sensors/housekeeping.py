@@ -122,17 +122,13 @@ def sweep_abandoned_runs(instance: dg.DagsterInstance, lake: Lake, log: logging.
     return failed
 
 
-def compact_served_logs(data: DatasetLake, log: logging.Logger) -> list[CompactionReport]:
+def compact_served_logs(data: DatasetLake) -> list[CompactionReport]:
     """Merge each past day of the prediction log and the feedback log into one file (a serving worker
     writes one file per flush: thousands a day). Days before yesterday only: a worker's buffer may
-    still hold yesterday's rows for one flush interval after midnight. A folder listing per log when
-    there is nothing to do."""
+    still hold yesterday's rows for one flush interval after midnight. Lists each past day folder once
+    per log when there is nothing to do (milliseconds); `compact_days` logs what it merged."""
     before = datetime.now(UTC).date() - timedelta(days=1)
-    reports = [compact_days(folder, before) for folder in (data.predictions_dir(), data.feedback_dir())]
-    for report in reports:
-        if report.days_compacted or report.leftovers_removed:
-            log.info(str(report))
-    return reports
+    return [compact_days(folder, before) for folder in (data.predictions_dir(), data.feedback_dir())]
 
 
 def main() -> None:

@@ -89,7 +89,7 @@ def build_retraining_sensor(spec: DatasetSpec, train_job_name: str) -> dg.Sensor
     def retraining_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
         sweep_abandoned_runs(context.instance, lake.local, context.log)
         data = lake.dataset(spec.name)
-        compact_served_logs(data, context.log)
+        compact_served_logs(data)
         decisions, state = decide(
             policy_from_env(), gather_signals(data), LoopState.from_json(context.cursor), datetime.now(UTC)
         )

@@ -165,7 +165,7 @@ def test_served_logs_are_compacted_up_to_the_day_before_yesterday(tmp_path: Path
         predictions.flush()
         feedback.append([rid], [1], at=at)
         feedback.flush()
-    compact_served_logs(data, logging.getLogger(__name__))
+    compact_served_logs(data)
     for folder in (data.predictions_dir(), data.feedback_dir()):
         files = sorted(len(list(day.glob("*.parquet"))) for day in folder.glob("date=*"))
         assert files == [1, 1, 1]  # three days' files in one, yesterday and today untouched

@@ -393,9 +393,23 @@ def test_a_reader_racing_a_compaction_reads_every_row_once(
     def live_then_compact(folder: Path, names: list[str]) -> list[str]:
         chosen = real_live(folder, names)
         if not ran:  # the files this reader listed are replaced before it opens them
-            ran.append(compact_logs(lake, AFTER)[0].files_merged)
+            ran.append(0)
+            ran[0] = compact_logs(lake, AFTER)[0].files_merged
         return chosen
 
     monkeypatch.setattr(prediction_log, "_live", live_then_compact)
     pd.testing.assert_frame_equal(read_predictions(lake, with_feedback=False), expected[1])
     assert ran == [6]
+
+
+def test_compaction_removes_temp_files_a_crash_left(lake: DatasetLake, spec: DatasetSpec) -> None:
+    _populate(lake, spec)
+    expected = _snapshot(lake)
+    day = day_dir(lake.predictions_dir(), PAST[0])
+    (day / f".{COMPACTED_PREFIX}20200302T000000-abc.parquet.tmp").write_bytes(b"PAR1 half a file")
+    (day / ".part-20200301T235959-host-1-abcdef-000007.parquet.tmp").write_bytes(b"a writer died here")
+    _assert_same(lake, expected)  # readers never look at temp files
+    report = compact_days(lake.predictions_dir(), AFTER, stale_temp_s=0)
+    assert report.leftovers_removed == 2 and report.days_compacted == ("2020-03-01", "2020-03-02")
+    assert [p.name.startswith(COMPACTED_PREFIX) for p in day.iterdir()] == [True]
+    _assert_same(lake, expected)

@@ -34,7 +34,7 @@ def _guard(**kwargs: Any) -> RequestGuard:
     settings: dict[str, Any] = {
         "max_body_bytes": 10_000_000,
         "routes": {
-            "/predict": RouteRule("application/json", Body.model_validate_json),
+            "/predict": RouteRule("application/json", Body),
             "/predict_arrow": RouteRule("application/vnd.apache.arrow.stream"),
         },
         "timeout_s": 10,
@@ -236,22 +236,27 @@ def test_large_bodies_are_screened_in_another_process(tmp_path: Path, model_dir:
     from kennel.spec import load_spec
 
     spec = load_spec(model_dir / "spec.yaml")
-    models = request_models(spec, ModelCard.load(model_dir))
+    columns = request_models(spec, ModelCard.load(model_dir)).columns
     parsed: list[int] = []
 
-    def parse(body: bytes) -> Any:
-        parsed.append(len(body))
-        return models.columns.model_validate_json(body)
+    class Counted(columns):  # type: ignore[valid-type, misc]
+        """Counts the bodies the serving process parses itself."""
+
+        @classmethod
+        def model_validate_json(cls, body: Any, **kwargs: Any) -> Any:
+            parsed.append(len(body))
+            return super().model_validate_json(body, **kwargs)
 
     screen = BodyScreen(model_dir)
     screen.start()
     try:
-        guard = _guard(routes={"/predict_columns": RouteRule("application/json", parse)}, screen=screen)
+        guard = _guard(routes={"/predict_columns": RouteRule("application/json", Counted)}, screen=screen)
         bad = json.dumps({"age": ["old"] * 100_000}).encode()
         assert len(bad) > INLINE_BODY_BYTES
         status, answer, seen = _call(guard, path="/predict_columns", chunks=[bad])
         assert status == 400 and seen is None and parsed == []
         assert isinstance(answer, dict) and answer["error_count"] >= 100_000 and len(answer["detail"]) == 20
+        assert ["age", 0] in [e["loc"] for e in answer["detail"]]  # the first problems, found again on a cut copy
     finally:
         screen.close()
 
@@ -268,3 +273,104 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("guard-model") / "m"
     train_model_folder(folder, spec, synthetic_records(spec, 200, rng), rng, rounds=3)
     return folder
+
+
+# --- screening large bodies: bounded memory, exact counts -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def columns_model(model_dir: Path) -> Any:
+    from kennel.model import ModelCard
+    from kennel.serving.api import request_models
+    from kennel.spec import load_spec
+
+    return request_models(load_spec(model_dir / "spec.yaml"), ModelCard.load(model_dir)).columns
+
+
+def _pydantic_refusal(model: Any, body: bytes) -> tuple[int, list[Any]]:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as exc:
+        model.model_validate_json(body)
+    return exc.value.error_count(), [e["loc"] for e in exc.value.errors()][:20]
+
+
+def test_screening_in_slices_counts_and_locates_like_pydantic(columns_model: Any, model_dir: Path) -> None:
+    from test_serving_unit import synthetic_records
+
+    from kennel.serving.guard import screen_body
+    from kennel.spec import load_spec
+
+    records = synthetic_records(load_spec(model_dir / "spec.yaml"), 5_000, __import__("numpy").random.default_rng(1))
+    columns = {name: [r[name] for r in records] for name in records[0]}
+    assert screen_body(columns_model, json.dumps(columns).encode()) is None
+    for bad_rows in ([3], [1_500, 4_999], list(range(0, 5_000, 7))):
+        broken = {**columns, "age": [("old" if i in bad_rows else v) for i, v in enumerate(columns["age"])]}
+        broken["region"] = [("mars" if i in bad_rows[:2] else v) for i, v in enumerate(columns["region"])]
+        body = json.dumps(broken).encode()
+        refusal = screen_body(columns_model, body)
+        count, first = _pydantic_refusal(columns_model, body)
+        assert refusal is not None and refusal.problems == count
+        # The same first problems; slices list a row's fields together, pydantic a field's rows.
+        shown = sorted(tuple(p["loc"]) for p in refusal.first)
+        assert shown == sorted(first) if count <= 20 else shown[:5] == sorted(first)[:5]
+
+
+def test_screening_refuses_shapes_pydantic_would_drown_in(columns_model: Any) -> None:
+    from kennel.serving.guard import screen_body
+
+    wide = {"age": [40.0], **{f"k{i}": 1 for i in range(5_000)}}
+    refusal = screen_body(columns_model, json.dumps(wide).encode())
+    assert refusal is not None and refusal.first[0]["type"] == "too_many_keys" and refusal.problems == 5_001
+    uneven = {"age": [40.0] * 3_000, "region": ["west"] * 2_000}
+    refusal = screen_body(columns_model, json.dumps(uneven).encode())
+    assert refusal is not None and any("differ in length" in p["msg"] or p["type"] == "missing" for p in refusal.first)
+    too_many = {"age": [40.0] * 100_001}
+    refusal = screen_body(columns_model, json.dumps(too_many).encode())
+    assert refusal is not None and refusal.first[0]["type"] == "too_long"
+    refusal = screen_body(columns_model, b'{"age": [1, 2,')
+    assert refusal is not None and refusal.first[0]["type"] == "json_invalid"
+
+
+def test_screening_a_body_of_millions_of_wrong_values_stays_small(tmp_path: Path, model_dir: Path) -> None:
+    """2 million wrong values (90,000 rows of every column, 8 MB): pydantic alone keeps every error
+    until it is done (hundreds of MB); screened in slices, the process grows by a fraction of that."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "screen.py"
+    script.write_text(
+        f"""
+import json, resource, sys
+sys.path[:0] = {[str(Path(__file__).parents[1])]!r}
+from pydantic import ValidationError
+from kennel.model import ModelCard
+from kennel.serving.api import request_models
+from kennel.serving.guard import screen_body
+from kennel.spec import load_spec
+folder = {str(model_dir)!r}
+model = request_models(load_spec(folder + "/spec.yaml"), ModelCard.load(folder)).columns
+column = b'[' + b'"x",' * 89_999 + b'"x"]'
+body = b"{{" + b",".join(b'"' + name.encode() + b'": ' + column for name in model.model_fields) + b"}}"
+peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+before = peak()
+if sys.argv[1] == "sliced":
+    problems = screen_body(model, body).problems
+else:
+    try:
+        model.model_validate_json(body)
+    except ValidationError as exc:
+        problems = exc.error_count()
+print(json.dumps({{"problems": problems, "growth_mb": peak() - before}}))
+"""
+    )
+
+    def run(how: str) -> dict[str, Any]:
+        result = subprocess.run([sys.executable, str(script), how], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    sliced, plain = run("sliced"), run("plain")
+    print(f"screened in slices: {sliced}; pydantic alone: {plain}")
+    assert sliced["problems"] == plain["problems"] >= 1_800_000
+    assert sliced["growth_mb"] < plain["growth_mb"] / 4, (sliced, plain)

@@ -257,14 +257,22 @@ def run_soak(server: Hostile, seconds: float) -> None:
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda i: client(i, until), range(16)))
 
-    run(min(5.0, seconds / 4))  # warm-up: buffers, caches and the allocator settle
-    before = sum(w.memory_info().rss for w in server.workers())
-    run(seconds)
-    after = sum(w.memory_info().rss for w in server.workers())
-    print(f"soak: {dict(answered)} answered, errors {dict(errors)}, RSS {before / 1e6:.0f} → {after / 1e6:.0f} MB")
+    def rss() -> int:
+        return sum(w.memory_info().rss for w in server.workers())
+
+    run(min(15.0, seconds / 2))  # warm-up: buffers, caches, Arrow's pool and the allocator settle
+    series = [rss()]
+    steps = max(1, round(seconds / 10))
+    for _ in range(steps):
+        run(seconds / steps)
+        series.append(rss())
+    trend = " → ".join(f"{m / 1e6:.0f}" for m in series)
+    print(
+        f"soak: {dict(answered)} answered, errors {dict(errors)}, worker RSS every {seconds / steps:.0f} s: {trend} MB"
+    )
     assert not errors
     assert all(answered[route] > 0 for route, _, _ in bodies)
-    assert after < before * 1.10
+    assert series[-1] < series[0] * 1.10
 
 
 def test_soak_short(hostile: Hostile) -> None:
