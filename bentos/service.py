@@ -84,6 +84,7 @@ from kennel.serving.guard import (
 from kennel.serving.model_store import BENTO_MANIFEST, BentoManifest
 from kennel.serving.prediction_log import FeedbackLog, PredictionLog
 from kennel.serving.request_ids import RequestIds
+from kennel.serving.workers import WorkerLifecycle, prepare_serve_process
 from kennel.spec import FeatureType, load_spec
 
 logger = logging.getLogger("kennel.service")
@@ -220,6 +221,9 @@ class KennelService:
         SCREEN.start()
         self.log.start()
         self.feedback_log.start()
+        # Stops with the main process; counts the deaths of this server's workers (kennel.serving.workers).
+        self.lifecycle = WorkerLifecycle(self.log, also_flush=[self.feedback_log])
+        self.lifecycle.start()
         logger.info("serving %s; prediction log and feedback under %s", self.model_version, self.lake.root)
         # Everything allocated so far (modules, schemas, the model) lives as long as the process:
         # keeping it out of the collector's full passes shortens their pauses severalfold.
@@ -244,10 +248,14 @@ class KennelService:
         )
         Prediction.model_validate(answer[0]).model_dump_json()
 
+    # Once, in the `bentoml serve` process before it starts the workers (kennel.serving.workers).
+    serve_process_hook = bentoml.on_deployment(prepare_serve_process)
+
     @bentoml.on_shutdown
     def flush_prediction_log(self) -> None:
         self.log.close()
         self.feedback_log.close()
+        self.lifecycle.close()
         SCREEN.close()
 
     def _score(self, columns: Mapping[str, Any], n_rows: int) -> tuple[np.ndarray, RequestWarnings]:

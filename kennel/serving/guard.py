@@ -23,6 +23,7 @@ import hmac
 import json
 import logging
 import os
+import signal
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -160,7 +161,10 @@ _SCREEN_MODELS: dict[str, type[BaseModel]] = {}
 
 def _load_screen_models(model_dir: str) -> None:
     from kennel.model import SPEC_FILE, ModelCard
+    from kennel.serving.workers import set_parent_death_signal
     from kennel.spec import load_spec
+
+    set_parent_death_signal(signal.SIGKILL)  # nothing to flush here: go with the worker, however it ends
 
     folder = Path(model_dir)
     _SCREEN_MODELS.update(request_models(load_spec(folder / SPEC_FILE), ModelCard.load(folder)).by_route())

@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -192,6 +192,9 @@ class _BufferedLog[C: _Chunked]:
         self._last_write = time.monotonic()
         self.rows_written = 0
         self.rows_dropped = 0
+        # Called with the row count of every append, on the appending thread, before the caller
+        # answers: a worker's heartbeat counts what it answered (kennel.serving.workers).
+        self.on_append: Callable[[int], None] | None = None
 
     @property
     def folder(self) -> Path:
@@ -214,6 +217,8 @@ class _BufferedLog[C: _Chunked]:
             self._chunks.append(chunk)
             self._chunk_rows += chunk.rows
             full = self.pending_rows >= self.max_buffer_rows
+        if self.on_append is not None:
+            self.on_append(chunk.rows)
         if full:
             self._wake.set()
 
