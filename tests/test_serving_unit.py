@@ -436,8 +436,12 @@ def test_request_warnings_flag_what_training_never_saw(spec: DatasetSpec, model_
         out_of_distribution=model.encoder.out_of_distribution(matrix),
         features=model.card.feature_names,
     )
-    assert warnings.log_column()[0] is None
-    assert "out_of_distribution:age" in (warnings.log_column()[1] or "")
-    assert "unseen_category:region" in (warnings.log_column()[2] or "")
+    logged = warnings.log_column()
+    assert logged is not None and logged[0] is None
+    assert "out_of_distribution:age" in (logged[1] or "") and "unseen_category:region" in (logged[2] or "")
     by_field = {(w.field, w.kind): w.rows for w in warnings.by_field()}
+    nothing = RequestWarnings.find(
+        1, unseen={}, out_of_distribution=model.encoder.out_of_distribution(matrix[:1]), features=["x"]
+    )
+    assert not nothing and nothing.log_column() is None and nothing.by_field() == []
     assert by_field[("age", "out_of_distribution")] == [1] and by_field[("region", "unseen_category")] == [2]

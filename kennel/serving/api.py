@@ -486,8 +486,11 @@ class RequestWarnings:
             for name, kind, mask in self.flags
         ]
 
-    def log_column(self) -> list[str | None]:
-        """Per row, the prediction log's `warnings` value: "kind:field" entries joined by ";", or None."""
+    def log_column(self) -> list[str | None] | None:
+        """Per row, the prediction log's `warnings` value: "kind:field" entries joined by ";", or None;
+        None for the whole column when nothing was flagged (the log writes nulls)."""
+        if not self.flags:
+            return None
         rows: list[list[str]] = [[] for _ in range(self.n_rows)]
         for name, kind, mask in self.flags:
             for i in np.flatnonzero(mask).tolist():
