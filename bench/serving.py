@@ -368,14 +368,16 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
+def write_section(text: str, begin: str = SECTION_BEGIN, end: str = SECTION_END, after: str | None = None) -> None:
+    """Put `text` between `begin` and `end` in BENCHMARKS.md: in place of what they held, or new after
+    the marker `after` (or at the end)."""
     path = ROOT / "BENCHMARKS.md"
     current = path.read_text() if path.exists() else "# Benchmarks\n\nMeasured figures; goals stated next to them.\n"
-    block = f"{SECTION_BEGIN}\n{text}\n{SECTION_END}"
-    if SECTION_BEGIN in current:
-        current = re.sub(
-            re.escape(SECTION_BEGIN) + r".*?" + re.escape(SECTION_END), lambda _: block, current, flags=re.S
-        )
+    block = f"{begin}\n{text}\n{end}"
+    if begin in current:
+        current = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, current, flags=re.S)
+    elif after is not None and after in current:
+        current = current.replace(after, f"{after}\n\n{block}", 1)
     else:
         current = current.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(current)

@@ -39,7 +39,6 @@ import http.client
 import json
 import os
 import random
-import re
 import shutil
 import statistics
 import subprocess
@@ -63,6 +62,7 @@ from bench.serving import (  # noqa: E402
     request_records,
     start_server,
     train_demo_model,
+    write_section,
     wrk,
 )
 
@@ -463,21 +463,6 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    """Put `text` between this script's markers in BENCHMARKS.md (after the Serving section if new)."""
-    path = ROOT / "BENCHMARKS.md"
-    current = path.read_text()
-    block = f"{SECTION_BEGIN}\n{text}\n{SECTION_END}"
-    if SECTION_BEGIN in current:
-        pattern = re.escape(SECTION_BEGIN) + r".*?" + re.escape(SECTION_END)
-        current = re.sub(pattern, lambda _: block, current, flags=re.S)
-    elif AFTER_SECTION in current:
-        current = current.replace(AFTER_SECTION, f"{AFTER_SECTION}\n\n{block}", 1)
-    else:
-        current = current.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(current)
-
-
 # --- main ----------------------------------------------------------------------------------------
 
 
@@ -670,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps(results, indent=2))
         print(f"\nraw figures: {out}")
         if args.write:
-            write_section(text)
+            write_section(text, SECTION_BEGIN, SECTION_END, after=AFTER_SECTION)
             print("wrote the Serving guard section of BENCHMARKS.md")
         return 0
     finally:

@@ -37,6 +37,19 @@ MAX_ID_LENGTH = 256
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
+# The served-model logs' own columns (kennel/serving/prediction_log.py): a prediction row holds the
+# record's columns next to these, and feedback is joined onto it by request_id.
+PREDICTION_LOG_COLUMNS = (
+    "request_id",
+    "predicted_at",
+    "model_tag",
+    "endpoint",
+    "probability",
+    "predicted_label",
+    "warnings",
+)
+FEEDBACK_LOG_COLUMNS = ("request_id", "actual_label", "feedback_at")
+
 # Column names that the lake, dbt or Kennel give a meaning of their own, each with its owner (named in
 # the error). No spec column (id, timestamp, label or feature) may take one; names are compared
 # ignoring case, as Spark and DuckDB resolve them.
@@ -55,21 +68,7 @@ RESERVED_COLUMNS: dict[str, str] = {
         ),
         # QUARANTINE_COLUMNS in kennel/ingestion/cleaning.py.
         ("the quarantine table", ("reason", "detail", "raw", "source_file", "partition_date")),
-        # PREDICTION_COLUMNS and FEEDBACK_COLUMNS in kennel/serving/prediction_log.py: a prediction row
-        # holds the record's columns next to these, and feedback is joined onto it.
-        (
-            "the prediction log",
-            (
-                "request_id",
-                "predicted_at",
-                "model_tag",
-                "endpoint",
-                "probability",
-                "predicted_label",
-                "actual_label",
-                "feedback_at",
-            ),
-        ),
+        ("the prediction log", tuple(dict.fromkeys(PREDICTION_LOG_COLUMNS + FEEDBACK_LOG_COLUMNS))),
         # kennel/serving/api.py builds its request models with one pydantic field per column, and
         # pydantic refuses these names as fields.
         (

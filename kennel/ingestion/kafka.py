@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from kennel.ingestion.streams import LandingReport
+from kennel.lake import fsync_path
 from kennel.spec import DatasetSpec
 
 PENDING_DIR = "_kafka_batches"
@@ -67,14 +68,6 @@ def landed_next_offsets(landing: Path, topic: str) -> dict[int, int]:
             p = int(m["partition"])
             nxt[p] = max(nxt.get(p, 0), int(m["last"]) + 1)
     return nxt
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def recover(landing: Path) -> None:
@@ -144,7 +137,7 @@ def _write_batch(spec: DatasetSpec, landing: Path, topic: str, messages: list[An
             os.fsync(fh.fileno())
         moves.append({"hidden": hidden.as_posix(), "final": final.as_posix()})
     for day in {day for day, _ in by_file}:
-        _fsync_dir(landing / day)
+        fsync_path(landing / day)
     pending = landing / PENDING_DIR
     pending.mkdir(parents=True, exist_ok=True)
     manifest = pending / f"batch-{uuid.uuid4().hex}.json"
@@ -153,10 +146,10 @@ def _write_batch(spec: DatasetSpec, landing: Path, topic: str, messages: list[An
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, manifest)  # the commit point: from here on the batch is landed
-    _fsync_dir(pending)
+    fsync_path(pending)
     recover(landing)
     for day in {day for day, _ in by_file}:
-        _fsync_dir(landing / day)
+        fsync_path(landing / day)
     return [landing / m["final"] for m in moves]
 
 

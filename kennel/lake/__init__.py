@@ -141,6 +141,15 @@ def exclusive(lock_file: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def fsync_path(path: Path) -> None:
+    """fsync a file or folder by path (a folder: so a rename or a new entry in it is durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Write beside the target, fsync, rename: readers see the previous file or this one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -43,8 +43,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kennel.lake import DatasetLake, day_partition, exclusive, partition_day
-from kennel.spec import DatasetSpec, FeatureType
+from kennel.lake import DatasetLake, day_partition, exclusive, fsync_path, partition_day
+from kennel.spec import FEEDBACK_LOG_COLUMNS, PREDICTION_LOG_COLUMNS, DatasetSpec, FeatureType
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,16 +55,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PREDICTION_COLUMNS = (
-    "request_id",
-    "predicted_at",
-    "model_tag",
-    "endpoint",
-    "probability",
-    "predicted_label",
-    "warnings",
-)
-FEEDBACK_COLUMNS = ("request_id", "actual_label", "feedback_at")
+PREDICTION_COLUMNS = PREDICTION_LOG_COLUMNS  # defined with the spec, which keeps columns from taking them
+FEEDBACK_COLUMNS = FEEDBACK_LOG_COLUMNS
 
 
 def logged_fields(spec: DatasetSpec) -> list[tuple[str, FeatureType | None]]:
@@ -732,14 +724,6 @@ class CompactionReport:
         )
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _remove_temp_files(folder: Path, stale_temp_s: float) -> int:
     """A crashed compaction's temp files, and log writers' temp files old enough to be a dead writer's."""
     removed = 0
@@ -793,9 +777,9 @@ def _merge(folder: Path, names: list[str]) -> int:
         written = pq.read_metadata(tmp).num_rows
         if written != expected:
             raise RuntimeError(f"compacting {folder}: wrote {written} rows, its {len(names)} files hold {expected}")
-        _fsync(tmp)
+        fsync_path(tmp)
         os.rename(tmp, final)  # published: readers now skip the files it lists
-        _fsync(folder)  # durable before any of the files it replaces is removed
+        fsync_path(folder)  # durable before any of the files it replaces is removed
     finally:
         tmp.unlink(missing_ok=True)
     return written
@@ -812,14 +796,14 @@ def _compact_day(folder: Path, stale_temp_s: float) -> tuple[int, int, int]:
     for name in done:
         (folder / name).unlink(missing_ok=True)
     if done:
-        _fsync(folder)
+        fsync_path(folder)
     leftovers += len(done)
     if len(live) < 2:
         return 0, 0, leftovers
     rows = _merge(folder, live)
     for name in sorted(live, key=lambda n: n.startswith(COMPACTED_PREFIX)):
         (folder / name).unlink()
-    _fsync(folder)
+    fsync_path(folder)
     return len(live), rows, leftovers
 
 

@@ -39,7 +39,7 @@ import stat
 import uuid
 from pathlib import Path
 
-from kennel.lake import DatasetLake, exclusive
+from kennel.lake import DatasetLake, exclusive, fsync_path
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +54,6 @@ _ID = re.compile(r"[0-9a-f]{32}")
 class RequestIdKeyError(RuntimeError):
     """The key file exists but cannot be used (wrong size): refuse rather than replace it silently,
     which would turn every id issued so far into an unknown one."""
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read_key(path: Path) -> bytes:
@@ -111,7 +103,7 @@ def load_or_create_key(path: Path) -> bytes:
             with exclusive(path.with_name(f".{path.name}.lock")):
                 if not path.exists():
                     os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return _read_key(path)
