@@ -169,9 +169,12 @@ def test_empty_stream_with_a_schema_reads_as_no_rows() -> None:
 
 
 _BOMBS = """
-import json, resource, sys
+import json, re, sys
 sys.path.insert(0, sys.argv[1])
 from kennel.serving.arrow_ipc import ArrowStreamError, read_stream
+
+def peak_kib():  # this process's own high-water mark (ru_maxrss starts at the forking parent's size)
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
 from tests import arrow_mutations as am
 from tests.test_arrow_ipc import valid_streams
 
@@ -179,13 +182,13 @@ results = []
 for codec in ("zstd", "lz4"):
     for declared in (None, 1 << 20):  # the truth (1 GiB), a lie (1 MiB)
         body = am.compression_bomb(valid_streams()[0], codec, 1 << 30, declared=declared)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        before = peak_kib()
         try:
             read_stream(body, max_rows=1_000, max_decoded_bytes=64 << 20)
             problems = None
         except ArrowStreamError as exc:
             problems = exc.problems
-        growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        growth = peak_kib() - before
         results.append(
             {"codec": codec, "declared": declared, "body": len(body), "growth_kib": growth, "problems": problems}
         )
@@ -196,7 +199,7 @@ print(json.dumps(results))
 def test_compression_bomb_is_refused_before_decompression(tmp_path: Path) -> None:
     """1 GiB of zeros in a ~32 KB (zstd) / ~4 MB (lz4) body. Declared truthfully, it is over the budget and
     refused unread; declared as 1 MiB, Arrow stops decompressing at 1 MiB. Either way peak memory stays far
-    below the bomb: measured in a fresh process, where ru_maxrss (a high-water mark) would show the first
+    below the bomb: measured in a fresh process, where its high-water mark (VmHWM) would show the first
     bomb to expand."""
     script = tmp_path / "bombs.py"
     script.write_text(_BOMBS)
@@ -419,7 +422,7 @@ def test_delta_dictionaries_are_charged_when_concatenated() -> None:
 # --- fuzz ----------------------------------------------------------------------------------------------
 
 _FUZZ = """
-import json, resource, sys, traceback
+import json, re, sys, traceback
 root, streams, n, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 sys.path.insert(0, root)
 from pathlib import Path
@@ -478,7 +481,8 @@ for i, (kind, body) in enumerate(mutated_streams(valid, n, seed)):
         print(json.dumps({{"case": i, "kind": kind, "consumer": traceback.format_exc()[-1500:]}}))
         sys.exit(3)
     counts[0] += 1
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# this process's own high-water mark (ru_maxrss would start at the forking parent's size)
+rss = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
 print(json.dumps({{"outcomes": outcomes, "peak_rss": rss}}))
 """
 
