@@ -445,3 +445,22 @@ def test_request_warnings_flag_what_training_never_saw(spec: DatasetSpec, model_
     )
     assert not nothing and nothing.log_column() is None and nothing.by_field() == []
     assert by_field[("age", "out_of_distribution")] == [1] and by_field[("region", "unseen_category")] == [2]
+
+
+def test_one_row_and_many_rows_are_flagged_alike(model_dir: Path) -> None:
+    """A single row takes a plain-Python path; it must flag exactly what the matrix comparisons do."""
+    encoder = Model.load(model_dir).encoder
+    rng = np.random.default_rng(4)
+    lows = np.nan_to_num(encoder._lowest, neginf=0.0)
+    highs = np.nan_to_num(encoder._highest, posinf=100.0)
+    matrix = (rng.uniform(-0.2, 1.2, size=(400, len(lows))) * (highs - lows) + lows).astype(np.float32)
+    matrix[rng.random(matrix.shape) < 0.1] = np.nan
+    inside = (matrix >= lows) & (matrix <= highs)
+    assert inside.mean() > 0.5 and (~inside).any()
+    many = encoder.out_of_distribution(matrix)
+    assert many is not None
+    for i in range(len(matrix)):
+        one = encoder.out_of_distribution(matrix[i : i + 1])
+        assert (one is None) == (not many[i].any()), i
+        if one is not None:
+            assert (one[0] == many[i]).all(), i

@@ -64,11 +64,16 @@ class FeatureEncoder:
         self._highest = np.array([s.max if s and s.max is not None else np.inf for s in seen], dtype=np.float32)
         self._nulls_unseen = np.array([s is not None and not s.nulls for s in seen])
         # Categorical columns hold codes: those of declared categories training never saw.
+        # The same rules as Python values, for one row.
+        self._row_bounds = list(
+            zip(self._lowest.tolist(), self._highest.tolist(), self._nulls_unseen.tolist(), strict=True)
+        )
         self._unseen_codes = {
             j: np.array([i for i, c in enumerate(f.categories or ()) if c not in f.seen.categories], dtype=np.float32)
             for j, f in enumerate(card.features)
             if f.seen is not None and f.seen.categories is not None and len(f.seen.categories) < len(f.categories or ())
         }
+        self._unseen_code_sets = {j: set(codes.tolist()) for j, codes in self._unseen_codes.items()}
 
     def encode(self, columns: Mapping[str, Sequence[Any] | None], n_rows: int) -> np.ndarray:
         """From column lists of validated values (absent column → missing)."""
@@ -93,16 +98,29 @@ class FeatureEncoder:
             matrix[:, j] = np.nan if column is None else column
         return matrix
 
-    def out_of_distribution(self, matrix: np.ndarray) -> np.ndarray:
+    def out_of_distribution(self, matrix: np.ndarray) -> np.ndarray | None:
         """Per cell of an encoded matrix: True where training never saw such a value in that feature
-        (missing where it never was, a number outside its training range, a category it never saw).
-        A few whole-matrix comparisons, so it costs microseconds per request."""
+        (missing where it never was, a number outside its training range, a category it never saw);
+        None when no cell is. A few whole-matrix comparisons, so it costs microseconds per request; a
+        single row is checked in plain Python first, which is cheaper still for the common case."""
+        if len(matrix) == 1 and self._row_seen(matrix[0].tolist()):
+            return None
         # Comparisons with NaN are False (and silent): a missing value is judged by the null rule only.
         unseen = (matrix < self._lowest) | (matrix > self._highest)
         unseen |= np.isnan(matrix) & self._nulls_unseen
         for j, codes in self._unseen_codes.items():
             unseen[:, j] |= np.isin(matrix[:, j], codes)
-        return unseen
+        return unseen if unseen.any() else None
+
+    def _row_seen(self, row: list[float]) -> bool:
+        """Whether training saw every value of one row (the rules of `out_of_distribution`)."""
+        for value, (low, high, null_unseen) in zip(row, self._row_bounds, strict=True):
+            if value != value:  # NaN: missing
+                if null_unseen:
+                    return False
+            elif value < low or value > high:
+                return False
+        return not any(row[j] in self._unseen_code_sets[j] for j in self._unseen_code_sets)
 
     def encode_frame(self, data: pd.DataFrame | Iterable[Mapping[str, Any]]) -> np.ndarray:
         """From records or a frame (any extra columns ignored), through `to_model_frame`."""

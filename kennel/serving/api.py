@@ -449,13 +449,13 @@ class RequestWarnings:
         n_rows: int,
         *,
         unseen: Mapping[str, np.ndarray],
-        out_of_distribution: np.ndarray,
+        out_of_distribution: np.ndarray | None,
         features: Sequence[str],
     ) -> RequestWarnings:
         """`unseen`: per field, the rows whose category was read as "other"; `out_of_distribution`:
-        the model's cells (rows x `features`) that training never saw such values in."""
+        the model's cells (rows x `features`) that training never saw such values in (None: none)."""
         flags = [(name, "unseen_category", mask) for name, mask in unseen.items() if mask.any()]
-        if out_of_distribution.any():
+        if out_of_distribution is not None and out_of_distribution.any():
             for j in np.flatnonzero(out_of_distribution.any(axis=0)).tolist():
                 flags.append((features[j], "out_of_distribution", out_of_distribution[:, j]))
         return cls(flags, n_rows)
@@ -504,7 +504,7 @@ def unseen_categories(columns: Mapping[str, Sequence[Any] | None], fields: Seque
     found = {}
     for name in fields:
         values = columns.get(name)
-        if values is not None:
+        if values is not None and any(type(v) is UnseenCategory for v in values):
             found[name] = np.fromiter((type(v) is UnseenCategory for v in values), dtype=bool, count=len(values))
     return found
 
