@@ -413,3 +413,28 @@ def test_compaction_removes_temp_files_a_crash_left(lake: DatasetLake, spec: Dat
     assert report.leftovers_removed == 2 and report.days_compacted == ("2020-03-01", "2020-03-02")
     assert [p.name.startswith(COMPACTED_PREFIX) for p in day.iterdir()] == [True]
     _assert_same(lake, expected)
+
+
+def test_starting_a_log_imports_what_its_writer_thread_would_import_lazily(tmp_path: Path) -> None:
+    """A lazy import of pandas in the writer thread raced the serving thread (BentoML's batching found
+    a half-imported pandas: 500s). Once `start` returns, nothing is left for the thread to import."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "start.py"
+    script.write_text(
+        f"""
+import sys
+sys.path[:0] = [{str(Path(__file__).resolve().parents[1])!r}]
+from kennel.lake import Lake
+from kennel.serving.prediction_log import FeedbackLog
+assert "pandas" not in sys.modules
+log = FeedbackLog(Lake({str(tmp_path / "lake")!r}).dataset("d"), verifier=None)
+log.start()
+print("pandas" in sys.modules and "pyarrow" in sys.modules)
+log.close()
+"""
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "True"

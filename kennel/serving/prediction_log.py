@@ -199,6 +199,13 @@ class _BufferedLog[C: _Chunked]:
     def start(self) -> None:
         """Start the background writer; fails now if the log folder cannot be created."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        # pyarrow imports pandas lazily, on its first conversion of Python values: in the writer thread
+        # that import raced the serving thread, where BentoML's batching looks pandas classes up in
+        # sys.modules and found the module half-initialised (a 500 for the requests of that moment).
+        # Import both here, on the thread that starts the log.
+        import pandas  # noqa: F401
+        import pyarrow  # noqa: F401
+
         self._last_write = time.monotonic()
         name = f"kennel-{self.what.replace(' ', '-')}"
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
