@@ -115,7 +115,7 @@ def build_training_set(
 ) -> dg.MaterializeResult:
     import duckdb
 
-    from kennel.training.trainer import SPLITS, NotEnoughData, split_windows
+    from kennel.training.trainer import SPLITS, NotEnoughData, split_windows, window_shortfall
 
     data = lake.dataset(spec.name)
     records = data.quality_records()
@@ -130,6 +130,9 @@ def build_training_set(
             windows = split_windows(days, spec)
         except NotEnoughData as exc:
             raise dg.Failure(str(exc), metadata={"validated_days": days, "failed_days": failed}) from None
+        shortfall = window_shortfall(windows, spec, failed)
+        if shortfall:
+            context.log.warning(shortfall)
         # Written into this run's version folder, published by the training-set record once complete.
         target = data.training_version_dir(context.run_id)
         shutil.rmtree(target, ignore_errors=True)
@@ -160,6 +163,8 @@ def build_training_set(
             "dagster/row_count": sum(s["rows"] for s in summary),
             "data_partitions": dg.MetadataValue.json(days),
             "excluded_failed_days": dg.MetadataValue.json(failed),
+            # Said, not left to be noticed: a window shorter than the spec's (the run log says it too).
+            "train_window": shortfall or f"{spec.split.train_days} days, as the spec asks",
             "path": dg.MetadataValue.path(str(target)),
             "version": published.version,
         }

@@ -20,6 +20,7 @@ from kennel.training.trainer import (
     search_hyperparameters,
     split_windows,
     train_model,
+    window_shortfall,
 )
 from tests.projects import training_frame
 
@@ -37,6 +38,20 @@ def test_split_windows_are_time_ordered_and_respect_the_spec(spec):
     assert split_windows(days[:7], spec).train == days[:1]
     with pytest.raises(NotEnoughData, match="needs at least 7"):
         split_windows(days[:6], spec)
+
+
+def test_a_train_window_shrunk_by_failed_days_says_so_and_names_them(spec):
+    days = [f"2026-01-{d:02d}" for d in range(1, 21)]  # exactly train + validation + test (14 + 3 + 3)
+    assert window_shortfall(split_windows(days, spec), spec, []) is None
+    failed = ["2026-01-04", "2026-01-09", "2026-01-19"]  # two train days and one test day fail
+    windows = split_windows([d for d in days if d not in failed], spec)
+    assert len(windows.train) == spec.split.train_days - 3  # the test day's loss pushes the windows back
+    said = window_shortfall(windows, spec, failed)
+    assert said is not None
+    assert f"holds {len(windows.train)} of the {spec.split.train_days} days" in said
+    assert "2026-01-04" in said and "2026-01-09" in said and "2026-01-19" not in said
+    short = split_windows(days[:10], spec)  # no failures, just too few days
+    assert "only 4 validated day(s)" in (window_shortfall(short, spec, []) or "")
 
 
 def test_same_data_and_config_give_the_same_model(spec):

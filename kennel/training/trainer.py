@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,23 @@ class SplitWindows:
 
     def of(self, name: str) -> list[str]:
         return getattr(self, name)
+
+
+def window_shortfall(windows: SplitWindows, spec: DatasetSpec, failed_days: Sequence[str]) -> str | None:
+    """Why the train window holds fewer days than the spec asks for, naming the days that failed
+    validation before the validation window (each would have been a train day), or None when it
+    holds them all. Validation and test never shrink: too few days for them is NotEnoughData."""
+    asked, got = spec.split.train_days, len(windows.train)
+    if got >= asked:
+        return None
+    before = windows.validation[0]
+    lost = sorted(day for day in failed_days if day < before)
+    why = (
+        f"{len(lost)} day(s) before {before} failed validation and were left out: {', '.join(lost)}"
+        if lost
+        else f"only {got} validated day(s) come before {before}"
+    )
+    return f"the train window holds {got} of the {asked} days the spec asks for: {why}"
 
 
 def split_windows(days: list[str], spec: DatasetSpec) -> SplitWindows:
