@@ -185,6 +185,14 @@ def test_the_api_key_guards_every_route_but_the_open_ones(auth: list[tuple[str, 
         assert status == 200, path
 
 
+def test_a_refused_unknown_path_is_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    planted = "/PLANTED-PATH-5d2e"
+    with caplog.at_level(logging.DEBUG):
+        status, _, _ = _call(_guard(api_key=KEY), method="GET", path=planted, headers=[], chunks=[b""])
+    assert status == 401
+    assert "refused another path: 401" in caplog.text and planted not in caplog.text
+
+
 def test_api_key_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KENNEL_API_KEY", raising=False)
     assert api_key_from_env() is None

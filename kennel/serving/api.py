@@ -463,10 +463,6 @@ class RequestWarnings:
     def __bool__(self) -> bool:
         return bool(self.flags)
 
-    def counts(self) -> dict[str, int]:
-        """Flagged values per "kind:field"."""
-        return {f"{kind}:{name}": int(mask.sum()) for name, kind, mask in self.flags}
-
     def per_row(self) -> list[list[dict[str, str]]]:
         """InputWarning-shaped dicts per row (the answers of /predict and /predict_batch)."""
         rows: list[list[dict[str, str]]] = [[] for _ in range(self.n_rows)]

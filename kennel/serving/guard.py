@@ -372,7 +372,12 @@ def accept_guarded_input(input_spec: Any) -> None:
 def _json_response(
     status: int, payload: Any, extra_headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    body = json.dumps(payload).encode()
+    return _json_bytes_response(status, json.dumps(payload).encode(), extra_headers)
+
+
+def _json_bytes_response(
+    status: int, body: bytes, extra_headers: Sequence[tuple[bytes, bytes]] = ()
+) -> tuple[dict[str, Any], dict[str, Any]]:
     start = {
         "type": "http.response.start",
         "status": status,
@@ -425,7 +430,9 @@ class RequestGuard:
             return await self.app(scope, receive, send)
         path, method = scope["path"], scope["method"]
         if self.api_key is not None and path not in OPEN_PATHS and not self._authorized(scope["headers"]):
-            return await self._reject(send, path, 401, "unauthorized", [(b"www-authenticate", b"Bearer")])
+            # Any path may get here, and a path is what the client wrote: only a known route is logged.
+            route = path if path in self.routes else "another path"
+            return await self._reject(send, route, 401, "unauthorized", [(b"www-authenticate", b"Bearer")])
         if method == "GET" and path == self.openapi_path and self.openapi is not None:
             return await self._send_openapi(send)
         rule = self.routes.get(path)
@@ -535,10 +542,9 @@ class RequestGuard:
         if self._openapi_bytes is None:
             assert self.openapi is not None
             self._openapi_bytes = json.dumps(self.openapi()).encode()
-        start, _ = _json_response(200, None)
-        start["headers"][1] = (b"content-length", str(len(self._openapi_bytes)).encode())
+        start, body = _json_bytes_response(200, self._openapi_bytes)
         await send(start)
-        await send({"type": "http.response.body", "body": self._openapi_bytes, "more_body": False})
+        await send(body)
 
 
 # --- logs ------------------------------------------------------------------------------------------------
