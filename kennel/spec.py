@@ -101,6 +101,10 @@ MAX_SPEC_VALUES = 100_000  # every alias counted as a copy of what it names
 # The checks built from the features themselves (kennel.ingestion.validation); user expectations may not reuse them.
 BUILT_IN_CHECK_GROUPS = ("not_null", "ranges", "categories", "unique_id", "row_count")
 OTHER_CATEGORY = "other"
+# A learned categorical feature keeps at most this many categories (the rest are "other"), and cleaning
+# quarantines a value of it longer than MAX_CATEGORY_LENGTH characters (invalid_category).
+MAX_LEARNED_CATEGORIES = 10_000
+MAX_CATEGORY_LENGTH = 128
 # What cleaning trims from every landed value (ASCII whitespace, as Spark's btrim is given it); serving
 # trims categories the same way.
 WHITESPACE = " \t\n\r\x0b\x0c"
@@ -174,6 +178,11 @@ class Feature(_Strict):
     # the value replaced by "other" (which must then be one of the categories, so every later stage
     # — GX, dbt, the model, the serving schema — knows it).
     unknown_category: Literal["quarantine", "other"] = "quarantine"
+    # Open categories, learned instead of listed: cleaning keeps any value that passes the checks on
+    # category text (length, printable characters), and training freezes the `learned_categories` most
+    # frequent values of its train window into the model card; every other value is "other" for that
+    # model. Clean tables never depend on which model is champion.
+    learned_categories: int | None = Field(default=None, ge=1, le=MAX_LEARNED_CATEGORIES)
 
     @field_validator("name")
     @classmethod
@@ -189,8 +198,23 @@ class Feature(_Strict):
             raise ValueError(f"feature {self.name!r}: min/max apply to numeric features only")
         if self.type is not FeatureType.categorical and self.categories is not None:
             raise ValueError(f"feature {self.name!r}: categories apply to categorical features only")
-        if self.type is FeatureType.categorical and not self.categories:
-            raise ValueError(f"feature {self.name!r}: a categorical feature needs its list of categories")
+        if self.learned_categories is not None:
+            if self.type is not FeatureType.categorical:
+                raise ValueError(f"feature {self.name!r}: learned_categories applies to categorical features only")
+            if self.categories is not None:
+                raise ValueError(
+                    f"feature {self.name!r}: list its categories or learn them (learned_categories), not both"
+                )
+            if self.unknown_category != "quarantine":
+                raise ValueError(
+                    f"feature {self.name!r}: a learned feature maps every value outside its top "
+                    f"{self.learned_categories} to {OTHER_CATEGORY!r} already; drop unknown_category"
+                )
+        elif self.type is FeatureType.categorical and not self.categories:
+            raise ValueError(
+                f"feature {self.name!r}: a categorical feature needs its list of categories, or "
+                "learned_categories: N to learn the N most frequent ones from the training window"
+            )
         for category in self.categories or ():
             if _untrimmed(category):
                 raise ValueError(
