@@ -1,4 +1,6 @@
-"""The one Definitions object of the Kennel code location, built for the spec in KENNEL_DATASET_SPEC."""
+"""The one Definitions object of the Kennel code location: every data set of the deployment (the folder of
+specs in KENNEL_DATASETS, else the one spec in KENNEL_DATASET_SPEC or the demo's), each with its own
+assets, checks, jobs, schedules, sensors and Bento (assets/graph.py says how they are kept apart)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ import warnings
 import dagster as dg
 
 from assets import build_dataset_assets
+from assets.graph import DatasetGraph
 from jobs import build_jobs, build_schedules
-from kennel.spec import load_spec
+from kennel.spec import DatasetSpec, load_deployment, load_spec
 from resources import build_resources
 from sensors import build_sensors
 
@@ -20,15 +23,30 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 
-def build_definitions(spec_path: str | None = None, resources: dict | None = None) -> dg.Definitions:
-    """Definitions for one data-set spec; `resources` replaces individual resources (tests use it)."""
-    spec = load_spec(spec_path)
-    jobs = build_jobs(spec)
+def build_definitions(
+    spec_path: str | None = None, resources: dict | None = None, specs: list[DatasetSpec] | None = None
+) -> dg.Definitions:
+    """Definitions for one spec file (`spec_path`), for several data sets (`specs`, kept apart by name), or
+    for the deployment's configuration; `resources` replaces individual resources (tests use it)."""
+    if specs is not None:
+        datasets, several = specs, True
+    elif spec_path is not None:
+        datasets, several = [load_spec(spec_path)], False
+    else:
+        datasets, several = load_deployment()
+    assets, jobs, schedules, sensors = [], [], [], []
+    for spec in datasets:
+        graph = DatasetGraph(spec.name, prefixed=several)
+        dataset_jobs = build_jobs(spec, graph)
+        assets += build_dataset_assets(spec, graph)
+        jobs += dataset_jobs
+        schedules += build_schedules(spec, graph, dataset_jobs)
+        sensors += build_sensors(spec, graph, dataset_jobs)
     return dg.Definitions(
-        assets=build_dataset_assets(spec),
+        assets=assets,
         jobs=jobs,
-        schedules=build_schedules(spec, jobs),
-        sensors=build_sensors(spec, jobs),
+        schedules=schedules,
+        sensors=sensors,
         resources={**build_resources(), **(resources or {})},
         # Steps share one process: Spark and the heavy imports start once per run, not once per step,
         # which on two cores is the difference between seconds and minutes.

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from assets.features import build_feature_assets
+from assets.graph import DatasetGraph
 from assets.ingestion import build_ingestion_assets
 from assets.monitoring import build_monitoring_assets
 from assets.serving import build_serving_assets
@@ -15,13 +16,13 @@ from assets.training import build_training_assets
 from kennel.spec import DatasetSpec
 
 
-def build_dataset_assets(spec: DatasetSpec) -> Sequence[dg.AssetsDefinition | dg.AssetSpec]:
+def build_dataset_assets(spec: DatasetSpec, graph: DatasetGraph) -> Sequence[dg.AssetsDefinition | dg.AssetSpec]:
     assets = [
-        *build_ingestion_assets(spec),
-        *build_feature_assets(spec),
-        *build_training_assets(spec),
-        *build_serving_assets(spec),
-        *build_monitoring_assets(spec),
+        *build_ingestion_assets(spec, graph),
+        *build_feature_assets(spec, graph),
+        *build_training_assets(spec, graph),
+        *build_serving_assets(spec, graph),
+        *build_monitoring_assets(spec, graph),
     ]
     return dg.map_asset_specs(
         lambda asset: asset.merge_attributes(owners=[spec.owner], tags={"dataset": spec.name}), assets

@@ -8,23 +8,28 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
-from assets.graph import CLEAN
+from assets.graph import DatasetGraph
 from kennel.spec import DatasetSpec
 from resources import dbt_project
 from resources.lake import LakeResource
 
 
 class KennelDbtTranslator(DagsterDbtTranslator):
-    """The dbt source `kennel_lake.clean` is the Spark `clean_records` asset; models join the features group
-    (owners and tags come from the policy every asset gets, assets/__init__.py)."""
+    """The dbt source `kennel_lake.clean` is the data set's Spark `clean_records` asset; models take the data
+    set's keys and join its features group (owners and tags come from the policy every asset gets,
+    assets/__init__.py)."""
+
+    def __init__(self, graph: DatasetGraph):
+        super().__init__()
+        self.graph = graph
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         if dbt_resource_props["resource_type"] == "source" and dbt_resource_props["name"] == "clean":
-            return CLEAN
-        return super().get_asset_key(dbt_resource_props)
+            return self.graph.clean
+        return self.graph.key(dbt_resource_props["name"])
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
-        return "features"
+        return self.graph.name("features")
 
 
 def dbt_vars(spec: DatasetSpec, lake: LakeResource) -> dict[str, Any]:
@@ -41,15 +46,20 @@ def dbt_vars(spec: DatasetSpec, lake: LakeResource) -> dict[str, Any]:
     }
 
 
-def build_feature_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
+def build_feature_assets(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.AssetsDefinition]:
     if not dbt_project.manifest_path.exists():
         # A fresh clone has no manifest yet; `dbt parse` makes one (a few seconds, once).
         dbt_project.preparer.prepare(dbt_project)
 
-    @dbt_assets(manifest=dbt_project.manifest_path, dagster_dbt_translator=KennelDbtTranslator(), project=dbt_project)
+    @dbt_assets(
+        manifest=dbt_project.manifest_path,
+        dagster_dbt_translator=KennelDbtTranslator(graph),
+        project=dbt_project,
+        name=graph.name("feature_models"),
+    )
     def feature_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource):
         # dbt-duckdb writes its warehouse into the lake; the profile reads the path from the environment.
-        warehouse = lake.local.warehouse()
+        warehouse = lake.dataset(spec.name).warehouse()
         os.environ["KENNEL_WAREHOUSE"] = str(warehouse)
         warehouse.parent.mkdir(parents=True, exist_ok=True)
         args = ["build", "--vars", json.dumps(dbt_vars(spec, lake))]

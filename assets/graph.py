@@ -1,35 +1,96 @@
-"""The shape of a data set's asset graph: every asset key, check name and the daily partitioning, in
-one place. Sensors, jobs and assets refer to each other through these, never through another asset module."""
+"""The shape of a data set's asset graph: every asset key, group, job, sensor and check name and the daily
+partitioning, in one place. Sensors, jobs and assets refer to each other through a `DatasetGraph`, never
+through another asset module.
+
+A deployment of one data set (KENNEL_DATASET_SPEC, the default) uses bare names: `clean_records`,
+`ingest_daily`, as it always has. A deployment of several (KENNEL_DATASETS, a folder of specs) keeps each
+data set apart: its asset keys under the data set's name (`loans/clean_records`) and its groups, jobs,
+sensors and schedules named `<data set>__<name>` (`loans__ingest_daily`), so one data set's automation
+never touches another's partitions."""
+
+from dataclasses import dataclass
 
 import dagster as dg
 
 from kennel.spec import DatasetSpec
+
+ROWS_RECONCILE = "rows_reconcile"
+QUARANTINE_RATE = "quarantine_rate"
+GATE_CHECK = "promotion_gate"
 
 
 def daily_partitions(spec: DatasetSpec) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=spec.start_date.isoformat())
 
 
-def landing_key(transport: str) -> dg.AssetKey:
-    """The asset that lands a stream transport's messages as files (e.g. kafka_landing)."""
-    return dg.AssetKey(f"{transport}_landing")
+@dataclass(frozen=True)
+class DatasetGraph:
+    dataset: str
+    prefixed: bool = False
 
+    def key(self, name: str) -> dg.AssetKey:
+        return dg.AssetKey([self.dataset, name]) if self.prefixed else dg.AssetKey(name)
 
-RAW = dg.AssetKey("raw_records")
-CLEAN = dg.AssetKey("clean_records")
-QUARANTINE = dg.AssetKey("quarantined_records")
-FEATURES = dg.AssetKey("features")
-TRAINING_SET = dg.AssetKey("training_set")
-MODEL = dg.AssetKey("model")
-EVALUATION = dg.AssetKey("model_evaluation")
-CHAMPION = dg.AssetKey("champion")
-BENTO = dg.AssetKey("bento")
-DATA_DRIFT = dg.AssetKey("data_drift")
-PERFORMANCE = dg.AssetKey("realized_performance")
-PREDICTION_LOG = dg.AssetKey("prediction_log")
-SERVING_DRIFT = dg.AssetKey("serving_drift")
-DECISIONS = dg.AssetKey("retraining_decisions")
+    def name(self, base: str) -> str:
+        """A group, job, sensor or schedule name of this data set."""
+        return f"{self.dataset}__{base}" if self.prefixed else base
 
-ROWS_RECONCILE = "rows_reconcile"
-QUARANTINE_RATE = "quarantine_rate"
-GATE_CHECK = "promotion_gate"
+    def landing(self, transport: str) -> dg.AssetKey:
+        """The asset that lands a stream transport's messages as files (e.g. kafka_landing)."""
+        return self.key(f"{transport}_landing")
+
+    @property
+    def raw(self) -> dg.AssetKey:
+        return self.key("raw_records")
+
+    @property
+    def clean(self) -> dg.AssetKey:
+        return self.key("clean_records")
+
+    @property
+    def quarantine(self) -> dg.AssetKey:
+        return self.key("quarantined_records")
+
+    @property
+    def features(self) -> dg.AssetKey:
+        return self.key("features")
+
+    @property
+    def training_set(self) -> dg.AssetKey:
+        return self.key("training_set")
+
+    @property
+    def model(self) -> dg.AssetKey:
+        return self.key("model")
+
+    @property
+    def evaluation(self) -> dg.AssetKey:
+        return self.key("model_evaluation")
+
+    @property
+    def champion(self) -> dg.AssetKey:
+        return self.key("champion")
+
+    @property
+    def bento(self) -> dg.AssetKey:
+        return self.key("bento")
+
+    @property
+    def data_drift(self) -> dg.AssetKey:
+        return self.key("data_drift")
+
+    @property
+    def performance(self) -> dg.AssetKey:
+        return self.key("realized_performance")
+
+    @property
+    def prediction_log(self) -> dg.AssetKey:
+        return self.key("prediction_log")
+
+    @property
+    def serving_drift(self) -> dg.AssetKey:
+        return self.key("serving_drift")
+
+    @property
+    def decisions(self) -> dg.AssetKey:
+        return self.key("retraining_decisions")

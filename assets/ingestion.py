@@ -9,15 +9,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from dagster_pyspark import LazyPySparkResource
 
-from assets.graph import (
-    CLEAN,
-    QUARANTINE,
-    QUARANTINE_RATE,
-    RAW,
-    ROWS_RECONCILE,
-    daily_partitions,
-    landing_key,
-)
+from assets.graph import QUARANTINE_RATE, ROWS_RECONCILE, DatasetGraph, daily_partitions
 from assets.metadata import md_table
 from kennel.ingestion.landing import list_landed
 from kennel.lake.records import QualityRecord
@@ -27,14 +19,14 @@ from resources.lake import LakeResource
 from resources.streams import StreamResource
 
 
-def gx_checks(spec: DatasetSpec) -> list[dg.AssetCheckSpec]:
+def gx_checks(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.AssetCheckSpec]:
     """One check per built-in GX group and per user expectation, blocking when its severity is error."""
     from kennel.ingestion.validation import check_definitions
 
     return [
         dg.AssetCheckSpec(
             f"gx_{check.name}",
-            asset=CLEAN,
+            asset=graph.clean,
             blocking=check.severity == "error",
             description=f"Great Expectations ({check.severity}): {check.description}",
         )
@@ -42,36 +34,36 @@ def gx_checks(spec: DatasetSpec) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def check_specs(spec: DatasetSpec) -> list[dg.AssetCheckSpec]:
+def check_specs(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.AssetCheckSpec]:
     """Reconciliation and quarantine rate, then the GX checks."""
     return [
         dg.AssetCheckSpec(
             ROWS_RECONCILE,
-            asset=CLEAN,
+            asset=graph.clean,
             blocking=True,
             description="Every raw row is either clean or quarantined: raw = clean + quarantined",
         ),
         dg.AssetCheckSpec(
             QUARANTINE_RATE,
-            asset=CLEAN,
+            asset=graph.clean,
             blocking=True,
             description="The share of quarantined rows stays under the spec's max_quarantine_fraction",
         ),
-        *gx_checks(spec),
+        *gx_checks(spec, graph),
     ]
 
 
-def build_ingestion_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
+def build_ingestion_assets(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.AssetsDefinition]:
     partitions = daily_partitions(spec)
     source = spec.source_location()
-    landings = [build_landing_asset(spec, transport) for transport in stream_transports(spec)]
+    landings = [build_landing_asset(spec, graph, transport) for transport in stream_transports(spec)]
 
     @dg.asset(
-        key=RAW,
+        key=graph.raw,
         deps=[landing.key for landing in landings],
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        group_name="ingestion",
+        group_name=graph.name("ingestion"),
         kinds={"python", "file", "s3"} if source.startswith("s3://") else {"python", "file"},
         description=f"Files landed for the day in {source}, copied unchanged into the lake.",
     )
@@ -81,41 +73,42 @@ def build_ingestion_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
     @dg.multi_asset(
         specs=[
             dg.AssetSpec(
-                CLEAN,
-                deps=[RAW],
+                graph.clean,
+                deps=[graph.raw],
                 description="Raw rows typed by the spec, deduplicated by id "
                 "(latest timestamp wins); one Parquet file per day.",
                 kinds={"spark", "parquet", "great_expectations"},
-                group_name="ingestion",
+                group_name=graph.name("ingestion"),
             ),
             dg.AssetSpec(
-                QUARANTINE,
-                deps=[RAW],
+                graph.quarantine,
+                deps=[graph.raw],
                 description="Rows that failed cleaning, each with a reason "
                 "code, a detail naming the column and value, and the original record.",
                 kinds={"spark", "parquet"},
-                group_name="ingestion",
+                group_name=graph.name("ingestion"),
             ),
         ],
-        check_specs=check_specs(spec),
+        name=graph.name("clean_records"),
+        check_specs=check_specs(spec, graph),
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         can_subset=False,
     )
     def clean_records(context: dg.AssetExecutionContext, lake: LakeResource, pyspark: LazyPySparkResource):
         """One Spark session cleans and validates every day of the run (a backfill is one run)."""
-        yield from clean_and_validate(context, spec, lake, pyspark)
+        yield from clean_and_validate(context, spec, graph, lake, pyspark)
 
     return [*landings, raw_records, clean_records]
 
 
-def build_landing_asset(spec: DatasetSpec, transport: str) -> dg.AssetsDefinition:
+def build_landing_asset(spec: DatasetSpec, graph: DatasetGraph, transport: str) -> dg.AssetsDefinition:
     """The asset that lands the spec's stream through `transport` (its resource has the same key)."""
     settings = getattr(spec.source, transport)
 
     @dg.asset(
-        key=landing_key(transport),
-        group_name="ingestion",
+        key=graph.landing(transport),
+        group_name=graph.name("ingestion"),
         kinds={transport, "python"},
         required_resource_keys={transport},
         description=f"Messages of the {transport} stream {settings} landed in {spec.source_location()} as daily JSON "
@@ -227,7 +220,11 @@ def copy_landed_days(
 
 
 def clean_and_validate(
-    context: dg.AssetExecutionContext, spec: DatasetSpec, lake: LakeResource, pyspark: LazyPySparkResource
+    context: dg.AssetExecutionContext,
+    spec: DatasetSpec,
+    graph: DatasetGraph,
+    lake: LakeResource,
+    pyspark: LazyPySparkResource,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     from kennel.ingestion.cleaning import PART_FILE, clean_partition
     from kennel.ingestion.quality import build_record, trailing_rows
@@ -265,11 +262,11 @@ def clean_and_validate(
             f"{result.reasons}; validation {'passed' if record.passed else 'FAILED'}"
         )
     shutil.rmtree(staging, ignore_errors=True)
-    yield from _results(spec, lake, records)
+    yield from _results(spec, graph, lake, records)
 
 
 def _results(
-    spec: DatasetSpec, lake: LakeResource, records: list[QualityRecord]
+    spec: DatasetSpec, graph: DatasetGraph, lake: LakeResource, records: list[QualityRecord]
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Materializations and check results of a run's days, from their quality records."""
     data = lake.dataset(spec.name)
@@ -293,7 +290,7 @@ def _results(
     ]
     rates = [{"day": r.day, "quarantine_rate": round(r.quarantine_rate, 4), "reasons": r.reasons} for r in records]
     yield dg.MaterializeResult(
-        asset_key=CLEAN,
+        asset_key=graph.clean,
         metadata={
             "rows_in": total["raw"],
             "rows_out": total["clean"],
@@ -312,7 +309,7 @@ def _results(
         },
     )
     yield dg.MaterializeResult(
-        asset_key=QUARANTINE,
+        asset_key=graph.quarantine,
         metadata={
             "rows": total["quarantined"],
             "dagster/row_count": total["quarantined"],
@@ -323,14 +320,14 @@ def _results(
         },
     )
     yield dg.AssetCheckResult(
-        asset_key=CLEAN,
+        asset_key=graph.clean,
         check_name=ROWS_RECONCILE,
         passed=all(row["reconciled"] for row in reconcile_rows),
         metadata={**total, "per_day": md_table(reconcile_rows)},
     )
     worst = max(records, key=lambda r: r.quarantine_rate)
     yield dg.AssetCheckResult(
-        asset_key=CLEAN,
+        asset_key=graph.clean,
         check_name=QUARANTINE_RATE,
         passed=worst.quarantine_rate <= spec.quality.max_quarantine_fraction,
         metadata={
@@ -344,12 +341,12 @@ def _results(
     for r in records:
         for e in r.expectations:
             by_check.setdefault(e.check, []).append({"day": r.day, **e.model_dump(exclude={"check"})})
-    for check in gx_checks(spec):
+    for check in gx_checks(spec, graph):
         rows = by_check.get(check.name, [])
         failed = [e for e in rows if not e["success"]]
         severity = rows[0]["severity"] if rows else "error"
         yield dg.AssetCheckResult(
-            asset_key=CLEAN,
+            asset_key=graph.clean,
             check_name=check.name,
             passed=not failed,
             severity=dg.AssetCheckSeverity.ERROR if severity == "error" else dg.AssetCheckSeverity.WARN,

@@ -12,15 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from assets.graph import (
-    CLEAN,
-    DATA_DRIFT,
-    DECISIONS,
-    PERFORMANCE,
-    PREDICTION_LOG,
-    SERVING_DRIFT,
-    daily_partitions,
-)
+from assets.graph import DatasetGraph, daily_partitions
 from assets.metadata import md_table
 from kennel.lake import DatasetLake
 from kennel.lake.champion import ChampionRegistry
@@ -127,14 +119,16 @@ def drift_measures(champion: ServedChampion, frame: "pd.DataFrame", validated: b
     }
 
 
-def build_monitoring_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition | dg.AssetSpec]:
+def build_monitoring_assets(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.AssetsDefinition | dg.AssetSpec]:
     common: dict[str, Any] = dict(
-        partitions_def=daily_partitions(spec), backfill_policy=dg.BackfillPolicy.single_run(), group_name="monitoring"
+        partitions_def=daily_partitions(spec),
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=graph.name("monitoring"),
     )
 
     @dg.asset(
-        key=DATA_DRIFT,
-        deps=[CLEAN],
+        key=graph.data_drift,
+        deps=[graph.clean],
         kinds={"python", LIBRARY},
         **common,
         description="Feature drift (PSI, Jensen–Shannon, normalized Wasserstein) and prediction drift of each "
@@ -144,8 +138,8 @@ def build_monitoring_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition | dg.
         return measure_data_drift(context, lake.dataset(spec.name))
 
     @dg.asset(
-        key=PERFORMANCE,
-        deps=[CLEAN],
+        key=graph.performance,
+        deps=[graph.clean],
         kinds={"python", LIBRARY},
         **common,
         description="Realized performance of the champion per day and per sensitive group, on labelled rows: "
@@ -155,16 +149,16 @@ def build_monitoring_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition | dg.
         return measure_realized_performance(context, spec, lake.dataset(spec.name))
 
     prediction_log = dg.AssetSpec(
-        PREDICTION_LOG,
-        group_name="monitoring",
+        graph.prediction_log,
+        group_name=graph.name("monitoring"),
         kinds={"bentoml", "parquet"},
         description="Predictions served by the Bento and the labels sent to its /feedback, appended to the lake "
         "by the service (not by Dagster) in daily files.",
     )
 
     @dg.asset(
-        key=SERVING_DRIFT,
-        deps=[PREDICTION_LOG],
+        key=graph.serving_drift,
+        deps=[graph.prediction_log],
         kinds={"python", "bentoml"},
         **common,
         description="Drift of served traffic (the features callers sent, and the scores returned) against the "
@@ -174,8 +168,8 @@ def build_monitoring_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition | dg.
         return measure_serving_drift(context, lake.dataset(spec.name))
 
     decisions = dg.AssetSpec(
-        DECISIONS,
-        group_name="monitoring",
+        graph.decisions,
+        group_name=graph.name("monitoring"),
         kinds={"python"},
         description="Every monitoring signal the retraining sensor evaluated and what it decided (retrain, skip "
         "and why, alert), with the numbers, thresholds, days and run key; also queryable as the "

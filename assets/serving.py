@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 import dagster as dg
 
-from assets.graph import BENTO, CHAMPION, EVALUATION
+from assets.graph import DatasetGraph
 from assets.metadata import latest_metadata, md_table
 from kennel.lake.champion import ChampionRegistry
 from kennel.spec import DatasetSpec
@@ -47,11 +47,11 @@ def _champion_metadata(registry: ChampionRegistry) -> dict[str, Any]:
     }
 
 
-def build_serving_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
+def build_serving_assets(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.AssetsDefinition]:
     @dg.asset(
-        key=CHAMPION,
-        deps=[EVALUATION],
-        group_name="serving",
+        key=graph.champion,
+        deps=[graph.evaluation],
+        group_name=graph.name("serving"),
         kinds={"python"},
         description="The champion pointer (which model serves, since when, why; full history in the lake under "
         "registry/). Runs only when the promotion gate passed; the rollback_champion job returns to "
@@ -65,7 +65,7 @@ def build_serving_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
             if config.action == "rollback":
                 entry = registry.rollback(config.reason or f"rollback_champion job, run {context.run_id}")
             else:
-                model_dir = Path(latest_metadata(context, EVALUATION, "model_dir"))
+                model_dir = Path(latest_metadata(context, graph.evaluation, "model_dir"))
                 entry = registry.promote(model_dir, config.reason)
         except (PromotionRefused, NothingToRollBack) as exc:
             raise dg.Failure(str(exc)) from None
@@ -73,9 +73,9 @@ def build_serving_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         return dg.MaterializeResult(metadata=_champion_metadata(registry))
 
     @dg.asset(
-        key=BENTO,
-        deps=[CHAMPION],
-        group_name="serving",
+        key=graph.bento,
+        deps=[graph.champion],
+        group_name=graph.name("serving"),
         kinds={"bentoml"},
         description="A Bento around the current champion (built once per champion, reused after a rollback); "
         "serve it with `bentoml serve <tag>`.",

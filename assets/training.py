@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 
-from assets.graph import EVALUATION, FEATURES, GATE_CHECK, MODEL, TRAINING_SET
+from assets.graph import GATE_CHECK, DatasetGraph
 from assets.metadata import latest_metadata, md_table
 from kennel.lake.records import GateDecision
 from kennel.model import LIBRARY
@@ -53,11 +53,11 @@ def _decision_metadata(decision: GateDecision) -> dict[str, Any]:
     return meta
 
 
-def build_training_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
+def build_training_assets(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.AssetsDefinition]:
     @dg.asset(
-        key=TRAINING_SET,
-        deps=[FEATURES],
-        group_name="training",
+        key=graph.training_set,
+        deps=[graph.features],
+        group_name=graph.name("training"),
         kinds={"duckdb", "parquet"},
         description=(
             f"Rows of the `features` model from days that passed validation, split by time: the "
@@ -69,9 +69,9 @@ def build_training_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         return build_training_set(context, spec, lake)
 
     @dg.asset(
-        key=MODEL,
-        deps=[TRAINING_SET],
-        group_name="training",
+        key=graph.model,
+        deps=[graph.training_set],
+        group_name=graph.name("training"),
         kinds={LIBRARY},
         description="Binary classifier (native categoricals, early stopping on validation log loss, fixed seed) on "
         "CUDA when available, on the Spark cluster when the Spark master is one; optional budgeted "
@@ -80,17 +80,17 @@ def build_training_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
     def model(
         context: dg.AssetExecutionContext, config: ModelConfig, lake: LakeResource, pyspark: LazyPySparkResource
     ) -> dg.MaterializeResult:
-        return train(context, spec, TrainConfig.model_validate(config.model_dump()), lake, pyspark)
+        return train(context, spec, graph, TrainConfig.model_validate(config.model_dump()), lake, pyspark)
 
     @dg.asset(
-        key=EVALUATION,
-        deps=[MODEL],
-        group_name="training",
+        key=graph.evaluation,
+        deps=[graph.model],
+        group_name=graph.name("training"),
         kinds={LIBRARY, "scikitlearn", "bentoml"},
         check_specs=[
             dg.AssetCheckSpec(
                 GATE_CHECK,
-                asset=EVALUATION,
+                asset=graph.evaluation,
                 blocking=True,
                 description="Promotion gate: beats the champion on the primary metric on the same test rows (paired "
                 "bootstrap), widens no fairness gap beyond tolerance, passes sanity checks (no NaN "
@@ -105,7 +105,9 @@ def build_training_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
     def model_evaluation(
         context: dg.AssetExecutionContext, config: GateSettings, lake: LakeResource, model_store: ModelStoreResource
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        yield from evaluate_and_gate(context, spec, GateConfig.model_validate(config.model_dump()), lake, model_store)
+        yield from evaluate_and_gate(
+            context, spec, graph, GateConfig.model_validate(config.model_dump()), lake, model_store
+        )
 
     return [training_set, model, model_evaluation]
 
@@ -123,7 +125,7 @@ def build_training_set(
     failed = [r.day for r in records if not r.passed]
     if failed:
         context.log.warning(f"excluded days that failed validation: {', '.join(failed)}")
-    with duckdb.connect(str(lake.local.warehouse()), read_only=True) as con:
+    with duckdb.connect(str(data.warehouse()), read_only=True) as con:
         available = [str(r[0]) for r in con.execute("select distinct event_date from features order by 1").fetchall()]
         days = sorted(set(available) & set(passed))
         try:
@@ -174,6 +176,7 @@ def build_training_set(
 def train(
     context: dg.AssetExecutionContext,
     spec: DatasetSpec,
+    graph: DatasetGraph,
     settings: TrainConfig,
     lake: LakeResource,
     pyspark: LazyPySparkResource,
@@ -197,7 +200,7 @@ def train(
     train_file, validation_file = data.training_file("train"), data.training_file("validation")
     validation = pd.read_parquet(validation_file)
     train_rows = pd.read_parquet(train_file)
-    partitions = tuple(latest_metadata(context, TRAINING_SET, "data_partitions"))
+    partitions = tuple(latest_metadata(context, graph.training_set, "data_partitions"))
     base_card = ModelCard.for_spec(spec)
 
     def train_once(cfg: TrainConfig) -> tuple[Model, TrainResult]:
@@ -289,6 +292,7 @@ def train(
 def evaluate_and_gate(
     context: dg.AssetExecutionContext,
     spec: DatasetSpec,
+    graph: DatasetGraph,
     config: GateConfig,
     lake: LakeResource,
     model_store: ModelStoreResource,
@@ -308,7 +312,7 @@ def evaluate_and_gate(
     from kennel.training.gate import Candidate, decide
 
     data = lake.dataset(spec.name)
-    model_dir = Path(latest_metadata(context, MODEL, "model_dir"))
+    model_dir = Path(latest_metadata(context, graph.model, "model_dir"))
     model = Model.load(model_dir)
     card = model.card
     test = pd.read_parquet(data.training_file("test"))

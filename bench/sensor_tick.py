@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import dagster as dg  # noqa: E402
 
+from assets.graph import DatasetGraph  # noqa: E402
 from jobs import TRAIN_JOB  # noqa: E402
 from kennel.lake import DatasetLake  # noqa: E402
 from kennel.lake.records import FeatureDriftRow, MonitoringRecord, QualityRecord, RowCount  # noqa: E402
@@ -73,7 +74,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, dg.instance_for_test() as instance:
         lake = LakeResource(root=tmp)
         write_records(lake.dataset(spec.name), args.days)
-        sensor = build_retraining_sensor(spec, TRAIN_JOB)
+        sensor = build_retraining_sensor(spec, DatasetGraph(spec.name), TRAIN_JOB)
         cursor, times = None, []
         for _ in range(args.ticks):
             with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"lake": lake}) as context:

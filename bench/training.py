@@ -106,16 +106,17 @@ def asset_run(spec, lake_root: Path, config: TrainConfig) -> tuple[float, float,
     import dagster as dg
     from dagster_pyspark import LazyPySparkResource
 
-    from assets.graph import MODEL, TRAINING_SET
+    from assets.graph import DatasetGraph
     from assets.training import build_training_assets
     from kennel.spark import spark_conf
     from resources.lake import LakeResource
 
-    model_asset = next(a for a in build_training_assets(spec) if MODEL in a.keys)
+    graph = DatasetGraph(spec.name)
+    model_asset = next(a for a in build_training_assets(spec, graph) if graph.model in a.keys)
     with dg.instance_for_test() as instance:
         instance.report_runless_asset_event(
             dg.AssetMaterialization(
-                asset_key=TRAINING_SET, metadata={"data_partitions": dg.MetadataValue.json(["2026-01-01"])}
+                asset_key=graph.training_set, metadata={"data_partitions": dg.MetadataValue.json(["2026-01-01"])}
             )
         )
         started, cpu = time.perf_counter(), time.process_time()
@@ -133,7 +134,7 @@ def asset_run(spec, lake_root: Path, config: TrainConfig) -> tuple[float, float,
         )
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
         assert result.success
-        event = instance.get_latest_materialization_event(MODEL)
+        event = instance.get_latest_materialization_event(graph.model)
         meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
     return seconds, cpu_seconds, meta
 

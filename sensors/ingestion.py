@@ -8,7 +8,7 @@ from collections.abc import Callable
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from assets.graph import RAW, daily_partitions
+from assets.graph import DatasetGraph, daily_partitions
 from kennel.ingestion.landing import LandedFile, day_fingerprint, list_landed
 from kennel.spec import DatasetSpec
 from resources.lake import LakeResource
@@ -19,18 +19,18 @@ SENSOR_NAME = "new_landed_files"
 LANDED_FINGERPRINTS = "landed_fingerprints"
 
 
-def ingested_fingerprints(instance: dg.DagsterInstance, days: list[str]) -> dict[str, str]:
+def ingested_fingerprints(instance: dg.DagsterInstance, raw: dg.AssetKey, days: list[str]) -> dict[str, str]:
     """Day → fingerprint of the files the latest raw_records materialization of the day was made from,
     whoever launched it (this sensor, the UI, a backfill, the CLI). Two queries for any number of days:
     the latest materialization's storage id per day, then those events. Days whose latest materialization
     does not say (made before raw_records recorded it) are left out."""
     if not days:
         return {}
-    latest = instance.get_latest_storage_id_by_partition(RAW, dg.DagsterEventType.ASSET_MATERIALIZATION, set(days))
+    latest = instance.get_latest_storage_id_by_partition(raw, dg.DagsterEventType.ASSET_MATERIALIZATION, set(days))
     if not latest:
         return {}
     events = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=RAW, storage_ids=list(latest.values())), limit=len(latest)
+        dg.AssetRecordsFilter(asset_key=raw, storage_ids=list(latest.values())), limit=len(latest)
     )
     recorded = {}
     for event in events.records:
@@ -41,6 +41,18 @@ def ingested_fingerprints(instance: dg.DagsterInstance, days: list[str]) -> dict
         fingerprint = entry.value.get(materialization.partition) if entry is not None else None
         if fingerprint:
             recorded[materialization.partition] = fingerprint
+    return recorded
+
+
+def ingested_history(instance: dg.DagsterInstance, graph: DatasetGraph, days: list[str]) -> dict[str, str]:
+    """`ingested_fingerprints` of the data set's raw_records; in a deployment of several data sets, a day
+    not ingested under its prefixed key is looked up under the bare key too, where a deployment of this
+    one data set recorded it before (so moving to several data sets re-ingests nothing). Another data
+    set's history there cannot match: a fingerprint names the files' paths, sizes and times."""
+    recorded = ingested_fingerprints(instance, graph.raw, days)
+    if graph.prefixed:
+        earlier = DatasetGraph(graph.dataset).raw
+        recorded = ingested_fingerprints(instance, earlier, [d for d in days if d not in recorded]) | recorded
     return recorded
 
 
@@ -77,12 +89,14 @@ def new_data_run_requests(
     return requests, json.dumps(new_cursor, sort_keys=True), skipped, already
 
 
-def build_new_data_sensor(spec: DatasetSpec, ingest_job: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
+def build_new_data_sensor(
+    spec: DatasetSpec, graph: DatasetGraph, ingest_job: dg.UnresolvedAssetJobDefinition
+) -> dg.SensorDefinition:
     source = spec.source_location()
     partitions = daily_partitions(spec)
 
     @dg.sensor(
-        name=SENSOR_NAME,
+        name=graph.name(SENSOR_NAME),
         job=ingest_job,
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.STOPPED,
@@ -94,7 +108,7 @@ def build_new_data_sensor(spec: DatasetSpec, ingest_job: dg.UnresolvedAssetJobDe
         landed = list_landed(source, spec.source.format, client)
         valid = set(partitions.get_partition_keys(dynamic_partitions_store=context.instance))
         requests, cursor, skipped, already = new_data_run_requests(
-            landed, context.cursor, valid, lambda days: ingested_fingerprints(context.instance, days)
+            landed, context.cursor, valid, lambda days: ingested_history(context.instance, graph, days)
         )
         if skipped:
             context.log.info(f"files for days without a partition (yet), not requested: {', '.join(skipped)}")

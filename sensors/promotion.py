@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.graph import BENTO
+from assets.graph import DatasetGraph
 from kennel.lake.champion import ChampionRegistry
 from kennel.spec import DatasetSpec
 from resources.lake import LakeResource
 
+SENSOR_NAME = "bento_follows_champion"
 
-def build_bento_sensor(spec: DatasetSpec, package_job: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
+
+def build_bento_sensor(
+    spec: DatasetSpec, graph: DatasetGraph, package_job: dg.UnresolvedAssetJobDefinition
+) -> dg.SensorDefinition:
     @dg.sensor(
-        name="bento_follows_champion",
+        name=graph.name(SENSOR_NAME),
         job=package_job,
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -26,7 +30,7 @@ def build_bento_sensor(spec: DatasetSpec, package_job: dg.UnresolvedAssetJobDefi
         if context.cursor == str(pointer.version):
             return dg.SkipReason(f"champion pointer unchanged (version {pointer.version})")
         context.update_cursor(str(pointer.version))
-        event = context.instance.get_latest_materialization_event(BENTO)
+        event = context.instance.get_latest_materialization_event(graph.bento)
         served = (
             event.asset_materialization.metadata.get("model_tag") if event and event.asset_materialization else None
         )

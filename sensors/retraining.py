@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from assets.graph import DECISIONS
+from assets.graph import DatasetGraph
 from kennel.lake import DatasetLake
 from kennel.monitoring.alerts import send_alert
 from kennel.monitoring.retraining import (
@@ -78,9 +78,9 @@ def gather_signals(data: DatasetLake) -> list[PartitionSignal]:
     return signals
 
 
-def build_retraining_sensor(spec: DatasetSpec, train_job_name: str) -> dg.SensorDefinition:
+def build_retraining_sensor(spec: DatasetSpec, graph: DatasetGraph, train_job_name: str) -> dg.SensorDefinition:
     @dg.sensor(
-        name=SENSOR_NAME,
+        name=graph.name(SENSOR_NAME),
         job_name=train_job_name,
         minimum_interval_seconds=30,
         description=f"Requests {train_job_name} when validated days drift or realized performance decays; "
@@ -109,7 +109,7 @@ def build_retraining_sensor(spec: DatasetSpec, train_job_name: str) -> dg.Sensor
         # launched is not launched again.
         events = [
             dg.AssetMaterialization(
-                DECISIONS,
+                graph.decisions,
                 metadata={
                     "action": r.action,
                     "reason": r.reason,
@@ -132,9 +132,17 @@ def build_retraining_sensor(spec: DatasetSpec, train_job_name: str) -> dg.Sensor
     return retraining_sensor
 
 
-def build_alert_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
+ALERT_SENSOR_NAME = "alert_on_run_failure"
+
+
+def build_alert_sensor(
+    spec: DatasetSpec, graph: DatasetGraph, jobs: list[dg.UnresolvedAssetJobDefinition]
+) -> dg.SensorDefinition:
     @dg.run_failure_sensor(
-        name="alert_on_run_failure", description="Logs and (with KENNEL_ALERT_WEBHOOK) posts every failed run."
+        name=graph.name(ALERT_SENSOR_NAME),
+        # This data set's jobs only: in a deployment of several, each failure is alerted once, by its own.
+        monitored_jobs=jobs,
+        description="Logs and (with KENNEL_ALERT_WEBHOOK) posts every failed run of this data set's jobs.",
     )
     def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
         run = context.dagster_run

@@ -31,9 +31,9 @@ LAKE_FOLDERS = {
     "predictions",
     "feedback",
     "_staging",
+    "warehouse",
 }
 LAKE_FILES = {
-    "warehouse.duckdb",
     "decisions.jsonl",
     "champion.json",
     "history.jsonl",

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from dagster_aws.s3 import S3Resource
 
+from assets.graph import DatasetGraph
 from assets.ingestion import build_ingestion_assets
 from definitions import build_definitions
 from kennel.demo import generate
@@ -89,7 +90,9 @@ def test_s3_source_and_lake_end_to_end(tmp_path, buckets):
     first_version = published_clean()
     before = _body(client, f"kennel/{first_version}")
     fresh = LakeResource(root="s3://lake/kennel", mirror=str(tmp_path / "fresh-mirror"), s3=s3)
-    clean_assets = [a for a in build_ingestion_assets(spec) if dg.AssetKey("clean_records") in a.keys]
+    clean_assets = [
+        a for a in build_ingestion_assets(spec, DatasetGraph(spec.name)) if dg.AssetKey("clean_records") in a.keys
+    ]
     with dg.instance_for_test() as instance:
         again = dg.materialize(
             clean_assets,

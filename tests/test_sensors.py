@@ -16,7 +16,7 @@ import yaml
 from dagster_aws.s3 import S3Resource
 
 import sensors.retraining
-from assets.graph import RAW
+from assets.graph import DatasetGraph
 from definitions import build_definitions
 from kennel.demo import generate
 from kennel.lake import DatasetLake, read_record
@@ -116,7 +116,7 @@ def test_a_day_ingested_outside_the_sensor_is_not_requested_again(tmp_path):
         generate(spec, landing, days=2, rows_per_day=30)
         # raw_records of day 1 materialized by hand (the UI, the CLI, a backfill): no sensor, no run key.
         result = defs.resolve_job_def("ingest_daily").execute_in_process(
-            instance=instance, partition_key=DAY1, asset_selection=[RAW]
+            instance=instance, partition_key=DAY1, asset_selection=[DatasetGraph("credit_demo").raw]
         )
         assert result.success
 

@@ -7,7 +7,7 @@ layout, see resources/lake.py):
     clean/<dataset>/date=<day>/v-<run>/part-00000.parquet  typed, deduplicated rows of the day
     quarantine/<dataset>/date=<day>/v-<run>/part-00000.parquet rows that failed cleaning, with reasons
     quality/<dataset>/<day>.json                       QualityRecord: publishes one version of the day
-    warehouse.duckdb                                   dbt feature models
+    warehouse/<dataset>.duckdb                         dbt feature models (rebuilt by each training run)
     training/<dataset>/v-<run>/{train,validation,test}.parquet  training sets
     training/<dataset>/current.json                    TrainingSetRecord: publishes one of them
     models/<dataset>/<run id>/                         a model folder (kennel.model) + its records
@@ -195,9 +195,6 @@ class Lake:
     def dataset(self, name: str) -> DatasetLake:
         return DatasetLake(self, name)
 
-    def warehouse(self) -> Path:
-        return self.root / "warehouse.duckdb"
-
     def staging(self) -> Path:
         return self.root / "_staging"
 
@@ -252,6 +249,11 @@ class DatasetLake:
 
     def feedback_dir(self) -> Path:
         return self.lake.root / "feedback" / self.name
+
+    def warehouse(self) -> Path:
+        """The DuckDB file of the data set's dbt models: one per data set, so two data sets' dbt runs
+        never write one file."""
+        return self.lake.root / "warehouse" / f"{self.name}.duckdb"
 
     def request_id_key_path(self) -> Path:
         """The secret that signs the served request ids (kennel.serving.request_ids); never log it."""
