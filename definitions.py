@@ -12,7 +12,8 @@ import dagster as dg
 from assets import build_dataset_assets
 from assets.graph import DatasetGraph
 from jobs import build_jobs, build_schedules
-from kennel.spec import DatasetSpec, load_deployment, load_spec
+from kennel.deployment import load_deployment
+from kennel.spec import DatasetSpec, load_spec
 from resources import build_resources
 from sensors import build_sensors
 

@@ -5,14 +5,11 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.graph import DatasetGraph, daily_partitions
+
+# The names live with the deployment (kennel/deployment.py), which the Dagster-free `kennel` command reads too.
+from kennel.deployment import INGEST_JOB, MONITOR_JOB, PACKAGE_JOB, ROLLBACK_JOB, TRAIN_JOB
 from kennel.spec import DatasetSpec
 from resources import stream_transports
-
-INGEST_JOB = "ingest_daily"
-TRAIN_JOB = "train_and_package"
-MONITOR_JOB = "monitor_daily"
-ROLLBACK_JOB = "rollback_champion"
-PACKAGE_JOB = "package_champion"
 
 
 def build_jobs(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.UnresolvedAssetJobDefinition]:
@@ -20,7 +17,12 @@ def build_jobs(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.UnresolvedAsse
         dg.define_asset_job(
             graph.name(INGEST_JOB),
             selection=dg.AssetSelection.assets(
-                graph.raw, graph.clean, graph.quarantine, graph.data_drift, graph.performance
+                graph.raw,
+                graph.clean,
+                graph.quarantine,
+                *([graph.late_labels] if spec.label.late else []),
+                graph.data_drift,
+                graph.performance,
             ),
             partitions_def=daily_partitions(spec),
             description="Copy the day's landed files into the lake, clean and validate them, then monitor the "

@@ -2,16 +2,14 @@
 partitioning, in one place. Sensors, jobs and assets refer to each other through a `DatasetGraph`, never
 through another asset module.
 
-A deployment of one data set (KENNEL_DATASET_SPEC, the default) uses bare names: `clean_records`,
-`ingest_daily`, as it always has. A deployment of several (KENNEL_DATASETS, a folder of specs) keeps each
-data set apart: its asset keys under the data set's name (`loans/clean_records`) and its groups, jobs,
-sensors and schedules named `<data set>__<name>` (`loans__ingest_daily`), so one data set's automation
-never touches another's partitions."""
+In a deployment of several data sets each keeps its keys under its own name (kennel/deployment.py), so
+one data set's automation never touches another's partitions."""
 
 from dataclasses import dataclass
 
 import dagster as dg
 
+from kennel.deployment import scoped_name
 from kennel.spec import DatasetSpec
 
 ROWS_RECONCILE = "rows_reconcile"
@@ -33,7 +31,7 @@ class DatasetGraph:
 
     def name(self, base: str) -> str:
         """A group, job, sensor or schedule name of this data set."""
-        return f"{self.dataset}__{base}" if self.prefixed else base
+        return scoped_name(self.dataset, base, self.prefixed)
 
     def landing(self, transport: str) -> dg.AssetKey:
         """The asset that lands a stream transport's messages as files (e.g. kafka_landing)."""
@@ -50,6 +48,11 @@ class DatasetGraph:
     @property
     def quarantine(self) -> dg.AssetKey:
         return self.key("quarantined_records")
+
+    @property
+    def late_labels(self) -> dg.AssetKey:
+        """Labels landed after their records (only for a spec with label.late)."""
+        return self.key("late_labels")
 
     @property
     def features(self) -> dg.AssetKey:

@@ -27,8 +27,6 @@ from pydantic import (
 )
 
 SPEC_ENV_VAR = "KENNEL_DATASET_SPEC"
-# A folder of spec files (*.yaml, *.yml): one deployment of several data sets (see load_deployment).
-SPECS_DIR_ENV_VAR = "KENNEL_DATASETS"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC_PATH = PROJECT_ROOT / "datasets" / "credit_demo.yaml"
 
@@ -652,34 +650,3 @@ def load_spec(path: str | os.PathLike[str] | None = None) -> DatasetSpec:
         )
         raise SpecError(f"data-set spec {path} is invalid:\n{problems}") from None
 
-
-def load_spec_folder(folder: str | os.PathLike[str]) -> list[DatasetSpec]:
-    """Every spec in `folder` (*.yaml and *.yml, not in subfolders), sorted by data-set name; names must
-    be distinct, since each data set's lake, assets and Bento are named after it."""
-    root = Path(folder).expanduser().resolve()
-    if not root.is_dir():
-        raise SpecError(f"{SPECS_DIR_ENV_VAR}={folder}: no such folder of data-set specs")
-    files = sorted(p for p in root.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
-    if not files:
-        raise SpecError(f"{root} holds no data-set spec (*.yaml)")
-    specs = [load_spec(path) for path in files]
-    by_name: dict[str, list[str]] = {}
-    for spec in specs:
-        by_name.setdefault(spec.name, []).append(Path(spec.spec_path).name)
-    twice = {name: files for name, files in by_name.items() if len(files) > 1}
-    if twice:
-        raise SpecError(
-            f"{root}: data-set names must be distinct; "
-            + "; ".join(f"{name!r} is named by {', '.join(files)}" for name, files in twice.items())
-        )
-    return sorted(specs, key=lambda spec: spec.name)
-
-
-def load_deployment() -> tuple[list[DatasetSpec], bool]:
-    """The data sets of this deployment and whether it is one of several: the folder in KENNEL_DATASETS
-    (several, even when it holds one spec, so adding a second renames nothing), else the one spec of
-    KENNEL_DATASET_SPEC or the demo's."""
-    folder = os.environ.get(SPECS_DIR_ENV_VAR)
-    if folder:
-        return load_spec_folder(folder), True
-    return [load_spec()], False

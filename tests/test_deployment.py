@@ -7,7 +7,8 @@ import yaml
 
 from assets.graph import DatasetGraph
 from definitions import build_definitions, defs
-from kennel.spec import DEFAULT_SPEC_PATH, SPECS_DIR_ENV_VAR, SpecError, load_deployment, load_spec_folder
+from kennel.deployment import SPECS_DIR_ENV_VAR, load_deployment, load_spec_folder
+from kennel.spec import DEFAULT_SPEC_PATH, SpecError
 from sensors.ingestion import LANDED_FINGERPRINTS, ingested_history
 
 DATASETS = ("credit_demo", "fleet")
