@@ -99,7 +99,104 @@ def build_ingestion_assets(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.As
         """One Spark session cleans and validates every day of the run (a backfill is one run)."""
         yield from clean_and_validate(context, spec, graph, lake, pyspark)
 
-    return [*landings, raw_records, clean_records]
+    late_labels = [build_late_labels_asset(spec, graph)] if spec.label.late else []
+    return [*landings, raw_records, clean_records, *late_labels]
+
+
+def build_late_labels_asset(spec: DatasetSpec, graph: DatasetGraph) -> dg.AssetsDefinition:
+    """The day's landed label files (the spec's label.late folder) as the lake's labels table of the day."""
+    from kennel.ingestion.labels import late_labels_location
+
+    @dg.asset(
+        key=graph.late_labels,
+        partitions_def=daily_partitions(spec),
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=graph.name("ingestion"),
+        kinds={"python", "parquet"},
+        description=f"Labels landed after their records, in {late_labels_location(spec)}: the latest label per "
+        "id of the day's files, and every row that is no label with its reason. Joined by id to clean rows "
+        "(and with /feedback) when a training set or a performance report is built; clean partitions are "
+        "never rewritten.",
+    )
+    def late_labels(context: dg.AssetExecutionContext, lake: LakeResource, s3: S3Resource) -> dg.MaterializeResult:
+        return ingest_late_labels(context, spec, lake, s3)
+
+    return late_labels
+
+
+def ingest_late_labels(
+    context: dg.AssetExecutionContext, spec: DatasetSpec, lake: LakeResource, s3: S3Resource
+) -> dg.MaterializeResult:
+    """Each day of the run: its landed label files, validated, replace the day's labels in the lake (a day
+    without files gets an empty table). Rows that are no label are counted by reason, never dropped unsaid."""
+    from kennel.ingestion.labels import ingest_label_files, late_labels_location
+    from kennel.ingestion.landing import accepted, copy_landed_file, refusals
+    from kennel.lake import s3 as s3_files
+
+    assert spec.label.late is not None  # the asset exists only for a spec with label.late
+    source = late_labels_location(spec)
+    data = lake.dataset(spec.name)
+    on_s3 = source.startswith("s3://")
+    client = s3.get_client() if on_s3 else None
+    landed = list_landed(source, spec.label.late.format, client)
+    staging = lake.local.staging() / context.run_id
+    per_day, rejected_sample, refused_by_day = [], [], {}
+    try:
+        for day in sorted(context.partition_keys):
+            refused = refusals(landed.get(day, []))
+            if refused:
+                refused_by_day[day] = refused
+                context.log.warning(f"{day}: label files refused, not read: {refused}")
+            # Copied out of the landing folder first, with the checks raw_records makes (no link followed).
+            local = staging / f"late-labels-{day}"
+            local.mkdir(parents=True, exist_ok=True)
+            files = []
+            for landed_file in accepted(landed.get(day, [])):
+                target = local / landed_file.name.rsplit("/", 1)[-1]  # named as raw_records names copies
+                if target in files:
+                    raise dg.Failure(f"{day}: two label files share the name {target.name} in different folders")
+                if on_s3:
+                    bucket, prefix = s3_files.split_uri(source)
+                    client.download_file(bucket, prefix + landed_file.name, str(target))
+                else:
+                    copy_landed_file(source, landed_file, target)
+                files.append(target)
+            result = ingest_label_files(spec, data, day, files, staging)
+            lake.publish_dir(data.labels_dir(day))
+            per_day.append(
+                {
+                    "day": day,
+                    "files": len(result.files),
+                    "rows": result.rows_in,
+                    "labels": result.rows_kept,
+                    "superseded": result.rows_superseded,
+                    "rejected": result.rows_rejected,
+                    "reasons": result.rejected,
+                }
+            )
+            rejected_sample += [{"day": day, **row} for row in result.rejected_sample]
+            context.log.info(
+                f"{day}: {result.rows_in} label rows in {len(result.files)} file(s): {result.rows_kept} labels, "
+                f"{result.rows_superseded} superseded by a later row of their id, {result.rows_rejected} "
+                f"rejected {result.rejected}"
+            )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    rejected = sum(d["rejected"] for d in per_day)
+    if rejected:
+        context.log.warning(f"{rejected} label row(s) rejected; see rejected_sample and the lake's rejected files")
+    return dg.MaterializeResult(
+        metadata={
+            "labels": sum(d["labels"] for d in per_day),
+            "dagster/row_count": sum(d["labels"] for d in per_day),
+            "rejected": rejected,
+            "per_day": md_table(per_day),
+            "rejected_sample": md_table(rejected_sample[:20]),
+            "refused": dg.MetadataValue.json(refused_by_day),
+            "source": source,
+            "path": dg.MetadataValue.path(lake.location(data.labels_root())),
+        }
+    )
 
 
 def build_landing_asset(spec: DatasetSpec, graph: DatasetGraph, transport: str) -> dg.AssetsDefinition:
@@ -295,11 +392,19 @@ def _results(
             "rows_in": total["raw"],
             "rows_out": total["clean"],
             "rows_quarantined": total["quarantined"],
+            # Unlabelled rows are clean (kept for drift and scoring, labelled later by id): how many are labelled.
+            "rows_labelled": sum(r.rows_labelled or 0 for r in records),
+            "labelled_share": sum(r.rows_labelled or 0 for r in records) / total["clean"] if total["clean"] else None,
             "dagster/row_count": total["clean"],
             "dagster/column_schema": clean_table_schema(spec),
             "per_day": md_table(
                 [
-                    {**row, "passed": r.passed, "rows_vs_trailing_mean": r.row_count.ratio}
+                    {
+                        **row,
+                        "labelled_share": r.labelled_share,
+                        "passed": r.passed,
+                        "rows_vs_trailing_mean": r.row_count.ratio,
+                    }
                     for row, r in zip(reconcile_rows, records, strict=True)
                 ]
             ),
@@ -387,7 +492,9 @@ def clean_table_schema(spec: DatasetSpec) -> dg.TableSchema:
     ]
     cols.append(
         dg.TableColumn(
-            spec.label.column, "int", description=f"1 = {spec.label.positive!r}, 0 = {spec.label.negative!r}"
+            spec.label.column,
+            "int",
+            description=f"1 = {spec.label.positive!r}, 0 = {spec.label.negative!r}, null = not labelled (yet)",
         )
     )
     return dg.TableSchema(columns=cols)

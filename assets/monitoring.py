@@ -200,17 +200,35 @@ def measure_realized_performance(
 ) -> dg.MaterializeResult:
     import pandas as pd
 
+    from kennel.ingestion.labels import latest_labels
     from kennel.monitoring.profile import realized_performance
     from kennel.serving.prediction_log import read_predictions
+    from kennel.spec import WHITESPACE
+
+    # Labels that arrived after their records (label files, /feedback), by id: a row's own label (as
+    # landed, or fed back for its request) comes first.
+    late = latest_labels(spec, data).set_index("record_id")["label"].astype(float)
+    came_late: dict[str, int] = {}  # day → labelled rows whose label did not land with them
 
     def measure(champion: ServedChampion, day: str) -> dict[str, Any]:
         frames = []
+        landed_ids = pd.Series([], dtype="string")
         if data.passed_validation(day):
             landed = pd.read_parquet(data.published(day))
-            frames.append(landed.assign(label=landed[spec.label.column].astype(float)))
+            landed_ids = landed[spec.id_column].astype("string")
+            own = landed[spec.label.column].astype(float)
+            label = own.fillna(landed_ids.map(late))
+            came_late[day] = int((own.isna() & label.notna()).sum())
+            frames.append(landed.assign(label=label))
         served = read_predictions(data, start=day, end=day)
         if len(served):
-            frames.append(served.assign(label=served["actual_label"].astype(float)))
+            served_ids = served[spec.id_column].astype("string").str.strip(WHITESPACE)
+            # A record that landed and was served too counts once, through its landed row.
+            once = ~served_ids.isin(landed_ids)
+            served, served_ids = served[once], served_ids[once]
+            label = served["actual_label"].astype(float).fillna(served_ids.map(late))
+            came_late[day] = came_late.get(day, 0) + int(label.notna().sum())  # a served row's label is always late
+            frames.append(served.assign(label=label))
         if not frames:
             return {"status": "no labelled rows", "rows": 0}
         frame = pd.concat(frames, ignore_index=True)
@@ -222,13 +240,21 @@ def measure_realized_performance(
         return {
             "status": "ok",
             "rows": perf.labelled_rows,
+            "late_labelled_rows": came_late.get(day, 0),
             "roc_auc": perf.metrics["roc_auc"],
             "log_loss": perf.metrics["log_loss"],
             "champion_auc": champion.entry.metrics.get("roc_auc"),
             "groups": {c: t.to_dict("records") for c, t in perf.groups.items()},
         }
 
-    return record_days(context, data, "realized_performance", measure)
+    result = record_days(context, data, "realized_performance", measure)
+    return dg.MaterializeResult(
+        metadata={
+            **(result.metadata or {}),
+            "labels_came_late": sum(came_late.values()),
+            "labels_came_late_per_day": dg.MetadataValue.json(came_late),
+        }
+    )
 
 
 def measure_serving_drift(context: dg.AssetExecutionContext, data: DatasetLake) -> dg.MaterializeResult:

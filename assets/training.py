@@ -117,9 +117,13 @@ def build_training_set(
 ) -> dg.MaterializeResult:
     import duckdb
 
+    from kennel.ingestion.labels import latest_labels
     from kennel.training.trainer import SPLITS, NotEnoughData, split_windows, window_shortfall
 
     data = lake.dataset(spec.name)
+    # Labels that arrived after their records (label files, /feedback), joined by id: a clean row's own
+    # label comes first, and rows with neither are left out (they serve drift monitoring, not training).
+    late = latest_labels(spec, data)
     records = data.quality_records()
     passed = [r.day for r in records if r.passed]
     failed = [r.day for r in records if not r.passed]
@@ -139,30 +143,55 @@ def build_training_set(
         target = data.training_version_dir(context.run_id)
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
+        con.register("late_labels", late)
         summary = []
         for split in SPLITS:
             window = windows.of(split)
+            rows = (
+                "from features f left join late_labels l on f.record_id = l.record_id "
+                "where cast(f.event_date as varchar) in (select unnest(?))"
+            )
             frame = con.execute(
-                "select * from features where cast(event_date as varchar) in (select unnest(?)) "
-                "order by event_ts, record_id",
+                "select f.* replace (cast(coalesce(f.label, l.label) as integer) as label) "
+                f"{rows} and coalesce(f.label, l.label) is not null order by f.event_ts, f.record_id",
                 [window],
             ).df()
+            came_late, unlabelled = con.execute(
+                "select count(*) filter (where f.label is null and l.label is not null), "
+                f"count(*) filter (where f.label is null and l.label is null) {rows}",
+                [window],
+            ).fetchone() or (0, 0)
+            if frame.empty:
+                raise dg.Failure(
+                    f"the {split} window ({window[0]} to {window[-1]}) holds no labelled row ({unlabelled} "
+                    "unlabelled): land their labels (label.late, /feedback) or widen the windows"
+                )
             frame.to_parquet(target / f"{split}.parquet", index=False)
             summary.append(
                 {
                     "split": split,
                     "rows": len(frame),
+                    "labels_came_late": came_late,
+                    "unlabelled_left_out": unlabelled,
                     "first_day": window[0],
                     "last_day": window[-1],
                     "days": len(window),
-                    "positive_rate": float(frame["label"].mean()) if len(frame) else None,
+                    "positive_rate": float(frame["label"].mean()),
                 }
             )
+    came_late = sum(s["labels_came_late"] for s in summary)
+    unlabelled = sum(s["unlabelled_left_out"] for s in summary)
+    context.log.info(
+        f"left out {unlabelled} unlabelled row(s) (kept for drift monitoring); {came_late} of the "
+        f"{sum(s['rows'] for s in summary)} labelled rows took a late label (label files, /feedback)"
+    )
     published = data.publish_training_set(context.run_id, {split: windows.of(split) for split in SPLITS})
     return dg.MaterializeResult(
         metadata={
             "splits": md_table(summary),
             "dagster/row_count": sum(s["rows"] for s in summary),
+            "unlabelled_left_out": unlabelled,
+            "labels_came_late": came_late,
             "data_partitions": dg.MetadataValue.json(days),
             "excluded_failed_days": dg.MetadataValue.json(failed),
             # Said, not left to be noticed: a window shorter than the spec's (the run log says it too).
@@ -201,7 +230,7 @@ def train(
     validation = pd.read_parquet(validation_file)
     train_rows = pd.read_parquet(train_file)
     partitions = tuple(latest_metadata(context, graph.training_set, "data_partitions"))
-    base_card = ModelCard.for_spec(spec)
+    base_card = ModelCard.for_spec(spec, training=train_rows)  # learned categories are frozen from the train window
 
     def train_once(cfg: TrainConfig) -> tuple[Model, TrainResult]:
         if is_cluster(pyspark.spark_config):
@@ -246,7 +275,7 @@ def train(
         ),
     )
     # The drift reference travels with the model: monitoring compares new data to what it learned from.
-    save_reference(build_reference(spec, train_rows, model.score(train_rows)), staging)
+    save_reference(build_reference(spec, train_rows, model.score(train_rows), card=card), staging)
     out = data.model_dir(context.run_id)
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)

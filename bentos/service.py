@@ -129,11 +129,14 @@ verify_checksums(MODEL_DIR)  # before the card and spec are parsed: a damaged fo
 CARD = ModelCard.load(MODEL_DIR)
 SPEC = load_spec(MODEL_DIR / SPEC_FILE)
 FIELDS = input_field_names(SPEC, CARD)
-# Categorical inputs whose unknown values are read as "other" (and flagged).
+# Categorical inputs whose unknown values are scored as "other" (and flagged): under `unknown_category:
+# other`, and learned ones.
 OTHER_FIELDS = [
     f.name
     for f in SPEC.features
-    if f.name in FIELDS and f.type is FeatureType.categorical and f.unknown_category == "other"
+    if f.name in FIELDS
+    and f.type is FeatureType.categorical
+    and (f.unknown_category == "other" or f.learned_categories is not None)
 ]
 # Built at import, not in __init__, because the API signatures below need them as their types.
 MODELS = request_models(SPEC, CARD)
@@ -144,7 +147,7 @@ SCREEN = BodyScreen(MODEL_DIR)
 API_KEY = api_key_from_env()
 withhold_exception_messages()
 
-EXAMPLE = example_record(SPEC)
+EXAMPLE = example_record(SPEC, CARD)
 ARROW_ROUTE = "/predict_arrow"
 APIS = [
     ApiDoc("/predict", "Score one record", Record, Prediction, EXAMPLE),

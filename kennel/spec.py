@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import unicodedata
 from datetime import date
 from enum import Enum
 from pathlib import Path
@@ -108,13 +109,35 @@ MAX_CATEGORY_LENGTH = 128
 # What cleaning trims from every landed value (ASCII whitespace, as Spark's btrim is given it); serving
 # trims categories the same way.
 WHITESPACE = " \t\n\r\x0b\x0c"
+# What a learned category may not hold besides too many characters: control (Cc), format (Cf: U+200B,
+# U+FEFF, …), private-use (Co) and surrogate (Cs) code points, line and paragraph separators, and every
+# space but U+0020. Cleaning (Spark: Java regex), the Arrow reader (RE2) and JSON serving
+# (`category_text_problem`) apply this one definition; unassigned code points are not judged, since the
+# three know different Unicode versions.
+UNPRINTABLE_CATEGORY_PATTERN = (
+    r"[\p{Cc}\p{Cf}\p{Co}\p{Cs}\p{Zl}\p{Zp}\x{00A0}\x{1680}\x{2000}-\x{200A}\x{202F}\x{205F}\x{3000}]"
+)
+_UNPRINTABLE_GENERAL_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Zl", "Zp", "Zs"})
+
+
+def category_text_problem(text: str) -> str | None:
+    """Why trimmed text cannot be a learned category's value (cleaning quarantines it as
+    invalid_category, serving refuses it), or None when it can."""
+    if len(text) > MAX_CATEGORY_LENGTH:
+        return f"longer than {MAX_CATEGORY_LENGTH} characters"
+    if text.isprintable():  # the common case: every character UNPRINTABLE_CATEGORY_PATTERN names is unprintable
+        return None
+    for position, character in enumerate(text, 1):
+        if character != " " and unicodedata.category(character) in _UNPRINTABLE_GENERAL_CATEGORIES:
+            return f"holds the unprintable character U+{ord(character):04X} at character {position}"
+    return None
 
 
 class SpecError(ValueError):
     """A data-set spec that cannot be used, with a message naming the file and the field."""
 
 
-def _column_name_problem(name: str) -> str | None:
+def column_name_problem(name: str) -> str | None:
     """Why `name` cannot name a spec column, or None when it can."""
     if not _IDENTIFIER.match(name):
         return "must be a plain identifier (letters, digits, _)"
@@ -187,7 +210,7 @@ class Feature(_Strict):
     @field_validator("name")
     @classmethod
     def _column_name(cls, v: str) -> str:
-        problem = _column_name_problem(v)
+        problem = column_name_problem(v)
         if problem:
             raise ValueError(f"feature name {v!r} {problem}")
         return v
@@ -289,10 +312,32 @@ class Source(_Strict):
         return self
 
 
+class LateLabels(_Strict):
+    """Where labels that arrive after their records land: daily files holding the spec's id column and
+    label column (the day in each file's path, as for the source), ingested by kennel.ingestion.labels."""
+
+    uri: str = Field(description="Folder of landed label files; local path (relative to the spec file) or s3://")
+    format: Literal["csv", "parquet", "jsonl"] = "csv"
+    options: dict[str, Any] = Field(default_factory=dict, description="Reader options, e.g. delimiter")
+
+    @field_validator("uri")
+    @classmethod
+    def _readable_scheme(cls, v: str) -> str:
+        if _URI_SCHEME.match(v) and not v.startswith("s3://"):
+            raise ValueError(f"label.late.uri {v!r}: only local paths and s3:// URIs can be read")
+        return v
+
+
 class Label(_Strict):
     column: str
     positive: str | int | float | bool = Field(description="Label value meaning positive (e.g. 1, yes)")
     negative: str | int | float | bool = Field(description="Label value meaning negative (e.g. 0, no)")
+    # Where the label files live is not what the pipeline does with them: kept out of the fingerprint
+    # (a model served under the spec stays valid when the folder is added or moved) and out of the spec
+    # copy stored with a model (serving never reads label files).
+    late: LateLabels | None = Field(
+        default=None, exclude=True, description="Labels landed later, as daily files of id and label"
+    )
 
     @model_validator(mode="after")
     def _values_cleaning_can_tell_apart(self) -> Label:
@@ -412,7 +457,7 @@ class DatasetSpec(_Strict):
             ("label.column", self.label.column),
         )
         for role, col in roles:
-            problem = _column_name_problem(col)
+            problem = column_name_problem(col)
             if problem:
                 raise ValueError(f"{role} {col!r} {problem}")
         # Spark and DuckDB resolve column names ignoring case, so Age and age are one column to them.
@@ -649,4 +694,3 @@ def load_spec(path: str | os.PathLike[str] | None = None) -> DatasetSpec:
             f"  - {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
         )
         raise SpecError(f"data-set spec {path} is invalid:\n{problems}") from None
-

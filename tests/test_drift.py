@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from kennel.demo import generate_frame
+from kennel.model import ModelCard
 from kennel.monitoring.drift import (
     DriftThresholds,
     ReferenceProfile,
@@ -89,7 +90,7 @@ def test_monitoring_summary_separates_feature_and_prediction_drift():
     spec = load_spec(DEFAULT_SPEC_PATH)
     rng = np.random.default_rng(3)
     train = generate_frame(spec, date(2026, 1, 1), 4_000, rng)
-    profile = build_reference(spec, train, rng.beta(2, 8, len(train)))
+    profile = build_reference(spec, train, rng.beta(2, 8, len(train)), card=ModelCard.for_spec(spec))
     current = generate_frame(spec, date(2026, 1, 2), 4_000, rng)
     steady = drift_summary(profile, current, rng.beta(2, 8, len(current)))
     assert steady.prediction_psi < 0.05 and not steady.dataset_drift

@@ -36,6 +36,7 @@ DAY = "2026-03-02"
 API_KEY = "parity-key-0123456789abcdef"  # the parity server requires it: every request below carries it
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 TRAINING_SAVINGS_MAX = 100_000.0  # the spec allows up to 10,000,000: more is in range but unseen
+LEARNED_PURPOSES = 4  # loan_purpose's learned_categories in the parity spec
 
 
 @dataclass(frozen=True)
@@ -75,18 +76,34 @@ PARITY_CASES: dict[str, tuple[dict[str, Any], Kept | Refused]] = {
     "outside_spec_range": ({"age": 150.0}, Refused("out_of_range", "age")),
     "missing_required": ({"age": None}, Refused("missing_required", "age")),
     "integer_id": ({"application_id": 123456}, Kept({"application_id": "123456"})),
+    # loan_purpose learns its categories: any text is kept (and logged) as sent, scored as "other" when the
+    # model did not keep it; only text that can be no category is refused.
+    "learned_category_kept": ({"loan_purpose": " c01\t"}, Kept({"loan_purpose": "c01"})),
+    "learned_category_unseen": (
+        {"loan_purpose": " zeppelin "},
+        Kept({"loan_purpose": "zeppelin"}, frozenset({"unseen_category:loan_purpose"})),
+    ),
+    "learned_category_too_long": ({"loan_purpose": "x" * 129}, Refused("invalid_category", "loan_purpose")),
+    "learned_category_invisible_character": (
+        {"loan_purpose": "zero\u200bwidth"},
+        Refused("invalid_category", "loan_purpose"),
+    ),
     "id_too_long": ({"application_id": "x" * 300}, Refused("id_too_long", "application_id")),
 }
 
 
 def parity_spec(folder: Path) -> Path:
-    """The demo spec with region read as "other" when unknown, landing under `folder`."""
+    """The demo spec with region read as "other" when unknown and loan_purpose's categories learned,
+    landing under `folder`."""
     raw = yaml.safe_load(DEMO_SPEC.read_text())
     raw["source"] = {"uri": str(folder / "landing"), "format": "jsonl"}
     for feature in raw["features"]:
         if feature["name"] == "region":
             feature["categories"] = [*feature["categories"], "other"]
             feature["unknown_category"] = "other"
+        if feature["name"] == "loan_purpose":
+            del feature["categories"]
+            feature["learned_categories"] = LEARNED_PURPOSES
     path = folder / "parity.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -96,7 +113,13 @@ def base_record(spec: DatasetSpec) -> dict[str, Any]:
     """A valid record well inside the training data."""
     rng = np.random.default_rng(11)
     record = synthetic_records(spec, 1, rng, missing=0.0)[0]
-    return record | {"savings_balance": 2_500.0, "region": "north", "channel": "online", "age": 40.0}
+    return record | {
+        "savings_balance": 2_500.0,
+        "region": "north",
+        "channel": "online",
+        "age": 40.0,
+        "loan_purpose": "c00",
+    }
 
 
 def case_record(spec: DatasetSpec, name: str) -> dict[str, Any]:
@@ -125,8 +148,11 @@ def parity_server(tmp_path_factory: pytest.TempPathFactory, spec_file: Path) -> 
     spec = load_spec(spec_file)
     rng = np.random.default_rng(5)
     records = synthetic_records(spec, 400, rng)
-    for record in records:  # savings never missing and never above TRAINING_SAVINGS_MAX in training
+    for i, record in enumerate(records):  # savings never missing and never above TRAINING_SAVINGS_MAX in training
         record["savings_balance"] = round(float(rng.uniform(0, TRAINING_SAVINGS_MAX)), 2)
+        # Half the purposes c00, the rest spread over c01..c06: the model keeps c00 and three more, and
+        # reads the others as "other", which it sees in training too.
+        record["loan_purpose"] = "c00" if i % 2 == 0 else f"c{1 + (i // 2) % 6:02d}"
     model_dir = folder / "model"
     train_model_folder(model_dir, spec, records, rng, spec_file=spec_file)
     model_tag = save_model(model_dir, name="parity_clf", labels={}, metadata={})
@@ -148,6 +174,7 @@ def test_the_parity_table_has_every_kind_of_case() -> None:
     assert any(isinstance(o, Refused) for o in outcomes)
     assert {w for o in outcomes if isinstance(o, Kept) for w in o.warnings} >= {
         "unseen_category:region",
+        "unseen_category:loan_purpose",
         "out_of_distribution:savings_balance",
     }
 

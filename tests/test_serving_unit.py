@@ -48,7 +48,9 @@ def synthetic_records(
             if feat.nullable and rng.random() < missing:
                 record[feat.name] = None
             elif feat.type is FeatureType.categorical:
-                record[feat.name] = str(rng.choice(list(feat.categories or ())))
+                # A learned feature: codes, twice as many as it keeps, so training also sees "other".
+                values = feat.categories or [f"c{i:02d}" for i in range(2 * (feat.learned_categories or 0))]
+                record[feat.name] = str(rng.choice(list(values)))
             elif feat.type is FeatureType.boolean:
                 record[feat.name] = bool(rng.random() < 0.5)
             else:
@@ -79,7 +81,8 @@ def synthetic_labels(spec: DatasetSpec, frame: Any, rng: np.random.Generator) ->
             score += rng.normal() * np.nan_to_num(scaled)
         elif feat.type is FeatureType.categorical:
             codes = frame[feat.name].cat.codes.to_numpy()
-            score += np.where(codes >= 0, rng.normal(size=len(feat.categories or ()) + 1)[codes], 0.0)
+            # The frame's categories: the card's (a learned feature's are frozen there, not in the spec).
+            score += np.where(codes >= 0, rng.normal(size=len(frame[feat.name].cat.categories) + 1)[codes], 0.0)
     return (rng.random(len(frame)) < 1 / (1 + np.exp(-2 * score))).astype(int)
 
 
@@ -290,8 +293,9 @@ def test_columns_model_accepts_aligned_columns_and_names_a_misaligned_one(spec: 
 
 
 def test_batch_request_is_closed_and_bounded(spec: DatasetSpec, model_dir: Path) -> None:
-    batch = batch_request_model(record_model(spec, ModelCard.load(model_dir)), max_records=3)
-    record = example_record(spec)
+    card = ModelCard.load(model_dir)
+    batch = batch_request_model(record_model(spec, card), max_records=3)
+    record = example_record(spec, card)
     assert len(batch.model_validate({"records": [record] * 3}).records) == 3
     for body, where in (
         ({"records": []}, ("records",)),
@@ -326,7 +330,7 @@ def test_openapi_document_states_nullability_ranges_and_closed_objects(spec: Dat
         version="v",
         description="d",
         apis=[
-            ApiDoc("/predict", "one", record, Prediction, example_record(spec)),
+            ApiDoc("/predict", "one", record, Prediction, example_record(spec, card)),
             ApiDoc("/predict_columns", "cols", columns_model(spec, card), ColumnarPredictions),
             ApiDoc("/predict_arrow", "arrow", {"type": "string"}, ColumnarPredictions, media_type=ARROW_MEDIA_TYPE),
             ApiDoc("/feedback", "fb", feedback_model(spec), FeedbackReceipt, extra_statuses=(503,)),

@@ -32,7 +32,15 @@ from typing import TYPE_CHECKING
 
 from kennel.ingestion.landing import read_refusals
 from kennel.ingestion.reasons import Reason
-from kennel.spec import MAX_ID_LENGTH, OTHER_CATEGORY, WHITESPACE, DatasetSpec, FeatureType
+from kennel.spec import (
+    MAX_CATEGORY_LENGTH,
+    MAX_ID_LENGTH,
+    OTHER_CATEGORY,
+    UNPRINTABLE_CATEGORY_PATTERN,
+    WHITESPACE,
+    DatasetSpec,
+    FeatureType,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -67,6 +75,7 @@ class CleaningResult:
     rows_clean: int
     rows_quarantined: int
     reasons: dict[str, int]
+    rows_labelled: int  # clean rows whose label is known (the others wait for a late label)
     extra_columns: dict[str, list[str]] = field(default_factory=dict)  # file -> unexpected columns
     missing_columns: dict[str, list[str]] = field(default_factory=dict)  # file -> absent columns
     unreadable_files: dict[str, str] = field(default_factory=dict)  # file -> why it cannot be read (or was refused)
@@ -446,15 +455,15 @@ def _reason_rules(spec: DatasetSpec, day: date) -> list[tuple[Reason, Column, Co
             detail(spec.id_column, f"longer than {MAX_ID_LENGTH} characters:"),
         )
     )
-    required = [spec.id_column, spec.timestamp_column, spec.label.column] + [
-        f.name for f in spec.features if not f.nullable
-    ]
+    # The label is not required: a row whose outcome is not known yet (or never will be) is clean with
+    # a null label, kept for drift and scoring and labelled later by id (kennel.ingestion.labels).
+    required = [spec.id_column, spec.timestamp_column] + [f.name for f in spec.features if not f.nullable]
     for c in required:
         rules.append((Reason.missing_required, _blank(F.col(c)), F.lit(f"{c}: required value is empty")))
     rules.append(
         (
             Reason.invalid_label,
-            t(spec.label.column).isNull(),
+            ~_blank(F.col(spec.label.column)) & t(spec.label.column).isNull(),
             detail(spec.label.column, f"neither {spec.label.positive!r} nor {spec.label.negative!r}:"),
         )
     )
@@ -463,7 +472,25 @@ def _reason_rules(spec: DatasetSpec, day: date) -> list[tuple[Reason, Column, Co
             lo = t(f.name) < f.min if f.min is not None else F.lit(False)
             hi = t(f.name) > f.max if f.max is not None else F.lit(False)
             rules.append((Reason.out_of_range, lo | hi, detail(f.name, f"outside [{f.min}, {f.max}]:")))
-        if f.type is FeatureType.categorical and f.unknown_category == "quarantine":
+        if f.learned_categories is not None:
+            # Any text is a learned category's value, kept as landed: which ones a model keeps is frozen
+            # when it is trained, never here. Only text that can be no category at all is refused.
+            text = _stripped(f.name)
+            rules.append(
+                (
+                    Reason.invalid_category,
+                    F.length(text) > MAX_CATEGORY_LENGTH,
+                    detail(f.name, f"longer than {MAX_CATEGORY_LENGTH} characters:"),
+                )
+            )
+            rules.append(
+                (
+                    Reason.invalid_category,
+                    text.rlike(UNPRINTABLE_CATEGORY_PATTERN),
+                    detail(f.name, "holds a control or invisible character:"),
+                )
+            )
+        elif f.type is FeatureType.categorical and f.unknown_category == "quarantine":
             rules.append(
                 (
                     Reason.unknown_category,
@@ -666,12 +693,16 @@ def clean_partition(
         landed.unreadable.update(read_refusals(folder))
     written_q = spark.read.parquet(str(quarantine_dir))
     reasons = {r["reason"]: r["n"] for r in written_q.groupBy("reason").agg(F.count("*").alias("n")).collect()}
+    clean_rows = spark.read.parquet(str(clean_dir))
+    written_clean = clean_rows.agg(F.count("*").alias("rows"), F.count(spec.label.column).alias("labelled")).first()
+    assert written_clean is not None  # an aggregate without grouping always has one row
     return CleaningResult(
         partition=partition,
         rows_in=count_raw_rows(spec, files),
-        rows_clean=spark.read.parquet(str(clean_dir)).count(),
+        rows_clean=written_clean["rows"],
         rows_quarantined=sum(reasons.values()),
         reasons=dict(sorted(reasons.items())),
+        rows_labelled=written_clean["labelled"],
         extra_columns=landed.extra,
         missing_columns=landed.missing,
         unreadable_files=dict(sorted(landed.unreadable.items())),

@@ -3,7 +3,8 @@ clean and quarantine files, that training and sensors read without touching the 
 
 It says whether the day passed (every error-severity check passed), each check and expectation with
 its observed value and a sample of failing values, the quarantine rate and reasons, schema drift,
-and the day's clean row count against the trailing average of the days before it.
+the day's clean row count against the trailing average of the days before it, and the share of the
+clean rows that is labelled (the quarantine rate counts defects only: an unlabelled row is clean).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def build_record(
             "rows_in": result.rows_in,
             "rows_clean": result.rows_clean,
             "rows_quarantined": result.rows_quarantined,
+            "rows_labelled": result.rows_labelled,
+            "labelled_share": result.rows_labelled / result.rows_clean if result.rows_clean else None,
             "quarantine_rate": rate,
             "max_quarantine_fraction": spec.quality.max_quarantine_fraction,
             "reasons": result.reasons,

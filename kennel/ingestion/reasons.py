@@ -16,10 +16,13 @@ class Reason(str, Enum):
     missing_column = "missing_column"  # the file lacks a column the spec requires: whole file quarantined
     wrong_type = "wrong_type"  # a value does not parse as its declared type
     id_too_long = "id_too_long"  # the id is longer than kennel.spec.MAX_ID_LENGTH characters (serving's limit)
-    missing_required = "missing_required"  # id, timestamp, label or a non-nullable feature is empty
-    invalid_label = "invalid_label"  # label is neither the positive nor the negative value
+    missing_required = "missing_required"  # id, timestamp or a non-nullable feature is empty (not the label)
+    invalid_label = "invalid_label"  # a label given (not blank) that is neither the positive nor the negative value
     out_of_range = "out_of_range"  # numeric value outside the spec's min/max
     unknown_category = "unknown_category"  # categorical value not in the spec's categories
+    # a learned categorical value that can be no category: longer than kennel.spec.MAX_CATEGORY_LENGTH
+    # characters, or holding a control or invisible character (kennel.spec.category_text_problem)
+    invalid_category = "invalid_category"
     timestamp_outside_partition = "timestamp_outside_partition"  # event day differs from the file's day
     duplicate_id = "duplicate_id"  # an older (or identical) copy of a record whose latest version is kept
 

@@ -13,16 +13,17 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kennel.spec import BUILT_IN_CHECK_GROUPS, DatasetSpec, FeatureType, SpecError
+from kennel.spec import BUILT_IN_CHECK_GROUPS, MAX_CATEGORY_LENGTH, DatasetSpec, FeatureType, SpecError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 CHECK_GROUPS = BUILT_IN_CHECK_GROUPS
 CHECK_DESCRIPTIONS = {
-    "not_null": "Id, timestamp, label and non-nullable features are never null",
-    "ranges": "Numeric features lie within the spec's min/max; the label is 0 or 1",
-    "categories": "Categorical features only take the spec's categories",
+    "not_null": "Id, timestamp and non-nullable features are never null (the label may be: not known yet)",
+    "ranges": "Numeric features lie within the spec's min/max; a known label is 0 or 1",
+    "categories": "Categorical features only take the spec's categories; learned ones no longer than "
+    f"{MAX_CATEGORY_LENGTH} characters",
     "unique_id": "Each id appears once in the partition",
     "row_count": "The partition has at least the spec's minimum number of clean rows",
 }
@@ -77,15 +78,19 @@ def build_suite(spec: DatasetSpec) -> list[tuple[str, Any]]:
     from great_expectations.exceptions import ExpectationNotFoundError
     from great_expectations.expectations.registry import get_expectation_impl
 
-    required = [spec.id_column, spec.timestamp_column, spec.label.column] + [
-        f.name for f in spec.features if not f.nullable
-    ]
+    # Not the label: an unlabelled row is clean (null label); the 0/1 set check below ignores nulls.
+    required = [spec.id_column, spec.timestamp_column] + [f.name for f in spec.features if not f.nullable]
     items: list[tuple[str, Any]] = [("not_null", gxe.ExpectColumnValuesToNotBeNull(column=c)) for c in required]
     items.append(("ranges", gxe.ExpectColumnValuesToBeInSet(column=spec.label.column, value_set=[0, 1])))
     for f in spec.features:
         if f.type is FeatureType.numeric and (f.min is not None or f.max is not None):
             items.append(("ranges", gxe.ExpectColumnValuesToBeBetween(column=f.name, min_value=f.min, max_value=f.max)))
-        if f.type is FeatureType.categorical:
+        if f.learned_categories is not None:
+            # Any text may be a learned category (a model freezes its own list); cleaning bounds its length.
+            items.append(
+                ("categories", gxe.ExpectColumnValueLengthsToBeBetween(column=f.name, max_value=MAX_CATEGORY_LENGTH))
+            )
+        elif f.type is FeatureType.categorical:
             items.append(
                 ("categories", gxe.ExpectColumnValuesToBeInSet(column=f.name, value_set=list(f.categories or ())))
             )

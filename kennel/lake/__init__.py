@@ -16,6 +16,7 @@ layout, see resources/lake.py):
     registry/<dataset>/                                champion pointer, history, gate decisions
     predictions/<dataset>/date=<day>/*.parquet         the serving prediction log
     feedback/<dataset>/date=<day>/*.parquet            labels sent to /feedback
+    labels/<dataset>/date=<day>/{labels,rejected}.parquet  late labels landed as files that day, and their bad rows
     serving/<dataset>/request_id.key                   the key that signs request ids (mode 0600)
     _staging/                                          half-written outputs before their atomic swap
 
@@ -254,6 +255,19 @@ class DatasetLake:
         """The DuckDB file of the data set's dbt models: one per data set, so two data sets' dbt runs
         never write one file."""
         return self.lake.root / "warehouse" / f"{self.name}.duckdb"
+
+    def labels_root(self) -> Path:
+        """Late labels (kennel.ingestion.labels): one folder per day on which label files landed."""
+        return self.lake.root / "labels" / self.name
+
+    def labels_dir(self, day: str) -> Path:
+        return day_partition(self.labels_root(), day)
+
+    def labelled_days(self) -> list[str]:
+        """The days with a late-labels folder, oldest first."""
+        if not self.labels_root().is_dir():
+            return []
+        return sorted(day for folder in self.labels_root().iterdir() if (day := partition_day(folder)))
 
     def request_id_key_path(self) -> Path:
         """The secret that signs the served request ids (kennel.serving.request_ids); never log it."""

@@ -69,6 +69,10 @@ class QualityRecord(Record):
     rows_in: int
     rows_clean: int
     rows_quarantined: int
+    # Clean rows whose label is known, and their share of the clean rows: the rest wait for a late label
+    # (kennel.ingestion.labels). None in records written before unlabelled rows were clean.
+    rows_labelled: int | None = None
+    labelled_share: float | None = None
     quarantine_rate: float
     max_quarantine_fraction: float
     reasons: dict[str, int] = {}
@@ -136,6 +140,7 @@ class MonitoringRecord(Record):
     roc_auc: float | None = None
     log_loss: float | None = None
     champion_auc: float | None = None
+    late_labelled_rows: int | None = None  # of `rows`: labelled late (a label file or /feedback), not as landed
     groups: dict[str, list[dict[str, Any]]] = {}  # sensitive column → per-group metric rows
 
 

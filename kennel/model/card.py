@@ -1,6 +1,7 @@
 """The model card: what a trained model takes (features in order, each category list), its threshold
 and where it came from. It travels with the model, so training and serving encode inputs the same way
-instead of re-deriving categories from whatever data is at hand."""
+instead of re-deriving categories from whatever data is at hand: a learned categorical feature's list is
+frozen here, from the training rows, once."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from kennel.spec import DatasetSpec, FeatureType
+from kennel.spec import OTHER_CATEGORY, DatasetSpec, Feature, FeatureType
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,6 +36,9 @@ class CardFeature(BaseModel):
     name: str
     type: FeatureType
     categories: tuple[str, ...] | None = None
+    # A learned categorical feature (spec: learned_categories): `categories` were frozen from the training
+    # rows (`learned_category_list`), and every value outside them is read as "other", their last entry.
+    learned: bool = False
     seen: SeenInTraining | None = None  # None: a card written before training ranges were recorded
 
 
@@ -54,8 +58,10 @@ class ModelCard(BaseModel):
 
     @classmethod
     def for_spec(cls, spec: DatasetSpec, *, training: pd.DataFrame | None = None, **kwargs: Any) -> ModelCard:
-        """The card of a model for `spec`; with the training rows, each feature records what it saw."""
-        feats = tuple(CardFeature(name=f.name, type=f.type, categories=f.categories) for f in spec.model_features)
+        """The card of a model for `spec`; with the training rows, each feature records what it saw, and
+        each learned categorical feature's categories are frozen from them (which a card for a spec with
+        learned features needs: raises ValueError without them)."""
+        feats = tuple(_card_feature(f, training) for f in spec.model_features)
         card = cls(dataset=spec.name, spec_fingerprint=spec.fingerprint(), features=feats, **kwargs)
         return card if training is None else card.with_training(training)
 
@@ -96,3 +102,28 @@ class ModelCard(BaseModel):
     @classmethod
     def load(cls, folder: Path) -> ModelCard:
         return cls.model_validate(json.loads((Path(folder) / CARD_FILE).read_text()))
+
+
+def _card_feature(feature: Feature, training: pd.DataFrame | None) -> CardFeature:
+    if feature.learned_categories is None:
+        return CardFeature(name=feature.name, type=feature.type, categories=feature.categories)
+    if training is None:
+        raise ValueError(
+            f"feature {feature.name!r} learns its categories from the training rows: pass them as training="
+        )
+    return CardFeature(
+        name=feature.name,
+        type=feature.type,
+        categories=learned_category_list(training[feature.name], feature.learned_categories),
+        learned=True,
+    )
+
+
+def learned_category_list(values: pd.Series, keep: int) -> tuple[str, ...]:
+    """The categories a learned feature's model takes: the `keep` most frequent of `values` (equal counts
+    in code-point order of the text, so every run freezes the same list), then "other" for every other
+    value. A value "other" in the data is that catch-all, never one of the `keep`."""
+    counts = values.dropna().astype(str).value_counts()
+    counts = counts[counts.index != OTHER_CATEGORY]
+    ranked = sorted(counts.items(), key=lambda value_count: (-value_count[1], value_count[0]))
+    return (*(value for value, _ in ranked[:keep]), OTHER_CATEGORY)

@@ -21,16 +21,20 @@ VALIDATION_FLAG = "_kennel_is_validation"
 
 def _model_columns(card: ModelCard) -> list[Any]:
     """Spark columns that encode each card feature as to_model_frame does: float32, categories as
-    their index in the card's list (unknown or missing → null, which XGBoost reads as missing)."""
+    their index in the card's list (missing → null, which XGBoost reads as missing; unknown → null, or
+    the index of "other" for a learned feature)."""
     from pyspark.sql import functions as F
 
     columns = []
     for feat in card.features:
         source = F.col(feat.name)
         if feat.type is FeatureType.categorical:
-            code = F.lit(None)
-            for index, category in reversed(list(enumerate(feat.categories or ()))):
-                code = F.when(source.cast("string") == category, F.lit(float(index))).otherwise(code)
+            categories = list(feat.categories or ())
+            # One lookup in a constant array (1-based; 0 when absent): a learned list may hold 10,000
+            # categories, too many for a chain of CASE WHEN.
+            position = F.array_position(F.array(*[F.lit(c) for c in categories]), source.cast("string"))
+            unknown = F.lit(float(len(categories) - 1)) if feat.learned else F.lit(None)
+            code = F.when(source.isNull(), F.lit(None)).when(position > 0, position - 1).otherwise(unknown)
             columns.append(code.cast("float").alias(feat.name))
         else:
             columns.append(source.cast("float").alias(feat.name))

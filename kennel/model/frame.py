@@ -3,8 +3,9 @@
 `to_model_frame` gives the pandas frame training learns from (categoricals as pandas Categoricals over
 the card's lists). `FeatureEncoder` gives the float32 matrix the model scores: numeric and boolean as
 float (missing → NaN), categorical as its index in the card's category list (missing or unknown →
-NaN) — the same numbers the frame holds, without building a frame per request (a pandas frame costs
-~7 ms for a single record, the matrix ~0.1 ms). Tests hold both to each other within 1e-6.
+NaN; unknown → the index of "other" for a learned feature) — the same numbers the frame holds, without
+building a frame per request (a pandas frame costs ~7 ms for a single record, the matrix ~0.1 ms). Tests
+hold both to each other within 1e-6.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from kennel.model.card import ModelCard
-from kennel.spec import FeatureType
+from kennel.spec import OTHER_CATEGORY, FeatureType
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,8 +28,8 @@ def to_model_frame(data: pd.DataFrame | Iterable[Mapping[str, Any]], card: Model
     """Select the card's features in order and give each its model dtype.
 
     Numeric → float32 (missing → NaN); boolean → float32 0/1 (missing → NaN); categorical → pandas
-    Categorical over the card's fixed category list (unknown or missing → NaN), which XGBoost's
-    native categorical support consumes directly.
+    Categorical over the card's fixed category list (unknown or missing → NaN; unknown → "other" for a
+    learned feature), which XGBoost's native categorical support consumes directly.
     """
     import pandas as pd  # not at module level: the orchestrator imports kennel.model when it loads
 
@@ -37,7 +38,10 @@ def to_model_frame(data: pd.DataFrame | Iterable[Mapping[str, Any]], card: Model
     for feat in card.features:
         col = frame[feat.name] if feat.name in frame.columns else pd.Series([None] * len(frame), index=frame.index)
         if feat.type is FeatureType.categorical:
-            out[feat.name] = pd.Categorical(col.astype("object"), categories=list(feat.categories or ()))
+            values = col.astype("object")
+            if feat.learned:
+                values = values.where(values.isna() | values.isin(feat.categories or ()), OTHER_CATEGORY)
+            out[feat.name] = pd.Categorical(values, categories=list(feat.categories or ()))
         elif feat.type is FeatureType.boolean:
             flags = pd.array(col.astype("object").where(col.notna(), None), dtype="boolean")
             out[feat.name] = flags.to_numpy(dtype="float32", na_value=float("nan"))
@@ -58,6 +62,9 @@ class FeatureEncoder:
             else None
             for f in card.features
         ]
+        # The code of a value outside a categorical feature's list: "other" (the list's last entry) for a
+        # learned feature, missing for a listed one.
+        self._unknown_codes = [float(len(f.categories or ()) - 1) if f.learned else math.nan for f in card.features]
         # Training ranges as bounds on the matrix's columns (features without them: unbounded).
         seen = [f.seen for f in card.features]
         self._lowest = np.array([s.min if s and s.min is not None else -np.inf for s in seen], dtype=np.float32)
@@ -78,12 +85,12 @@ class FeatureEncoder:
     def encode(self, columns: Mapping[str, Sequence[Any] | None], n_rows: int) -> np.ndarray:
         """From column lists of validated values (absent column → missing)."""
         matrix = np.empty((n_rows, len(self.names)), dtype=np.float32)
-        for j, (name, codes) in enumerate(zip(self.names, self._codes, strict=True)):
+        for j, (name, codes, unknown) in enumerate(zip(self.names, self._codes, self._unknown_codes, strict=True)):
             values = columns.get(name)
             if values is None:
                 matrix[:, j] = np.nan
             elif codes is not None:
-                matrix[:, j] = [codes.get(v, math.nan) for v in values]
+                matrix[:, j] = [math.nan if v is None else codes.get(v, unknown) for v in values]
             else:
                 # float64 first, then float32 on assignment: the same rounding as the frame builder.
                 matrix[:, j] = np.asarray(values, dtype=np.float64)

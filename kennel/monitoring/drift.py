@@ -8,12 +8,14 @@ Decisions use effect sizes with thresholds, not p-values: on large samples every
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from kennel.spec import OTHER_CATEGORY
 
 MISSING = "__missing__"
 SKETCH_POINTS = 100  # quantile sketch resolution for Wasserstein/KS
@@ -47,6 +49,9 @@ class NumericProfile:
 class CategoricalProfile:
     shares: dict[str, float]  # category (or MISSING) → share
     rows: int
+    # A learned feature's frozen categories (the model's): any other value counts as "other", in the
+    # reference and in new data alike. None: values count as they are.
+    categories: list[str] | None = None
 
 
 @dataclass
@@ -94,18 +99,32 @@ def binned_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.append(counts, missing.sum()) / max(len(values), 1)
 
 
-def _categorical_shares(col: pd.Series) -> dict[str, float]:
-    counts = col.astype("object").where(col.notna(), MISSING).astype(str).value_counts(normalize=True)
+def _categorical_shares(col: pd.Series, categories: list[str] | None = None) -> dict[str, float]:
+    values = col.astype("object")
+    if categories is not None:
+        values = values.where(values.isna() | values.isin(categories), OTHER_CATEGORY)
+    counts = values.where(values.notna(), MISSING).astype(str).value_counts(normalize=True)
     return {str(k): float(v) for k, v in counts.items()}
 
 
 def build_profile(
-    frame: pd.DataFrame, numeric: Iterable[str], categorical: Iterable[str], bins: int = 10
+    frame: pd.DataFrame,
+    numeric: Iterable[str],
+    categorical: Iterable[str],
+    bins: int = 10,
+    learned: Mapping[str, Sequence[str]] | None = None,
 ) -> ReferenceProfile:
-    """Profile the reference (training) rows; booleans count as categoricals."""
+    """Profile the reference (training) rows; booleans count as categoricals. `learned`: the frozen
+    categories of learned categorical features (see CategoricalProfile.categories)."""
+    frozen = {name: list(categories) for name, categories in (learned or {}).items()}
     return ReferenceProfile(
         numeric={c: _numeric_profile(_numeric_values(frame[c]), bins) for c in numeric},
-        categorical={c: CategoricalProfile(shares=_categorical_shares(frame[c]), rows=len(frame)) for c in categorical},
+        categorical={
+            c: CategoricalProfile(
+                shares=_categorical_shares(frame[c], frozen.get(c)), rows=len(frame), categories=frozen.get(c)
+            )
+            for c in categorical
+        },
     )
 
 
@@ -191,7 +210,7 @@ def _numeric_drift(name: str, ref: NumericProfile, values: np.ndarray, t: DriftT
 def _categorical_drift(name: str, ref: CategoricalProfile, col: pd.Series, t: DriftThresholds) -> FeatureDrift:
     if len(col) < t.min_rows:
         return FeatureDrift(name, "categorical", "insufficient_data", len(col))
-    current = _categorical_shares(col)
+    current = _categorical_shares(col, ref.categories)
     keys = sorted(set(ref.shares) | set(current))
     score_psi = psi(np.array([ref.shares.get(k, 0.0) for k in keys]), np.array([current.get(k, 0.0) for k in keys]))
     js = js_distance(ref.shares, current)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kennel.model.card import ModelCard, learned_category_list
 from kennel.monitoring.drift import (
     DriftReport,
     DriftThresholds,
@@ -25,13 +26,23 @@ PROFILE_FILE = "reference_profile.json"
 SCORE = "__score__"  # the model's own output, profiled like a numeric feature for prediction drift
 
 
-def build_reference(spec: DatasetSpec, train: pd.DataFrame, scores: np.ndarray) -> ReferenceProfile:
-    """Profile the training rows and the model's scores on them; stored next to the model."""
+def build_reference(spec: DatasetSpec, train: pd.DataFrame, scores: np.ndarray, *, card: ModelCard) -> ReferenceProfile:
+    """Profile the training rows and the model's scores on them; stored next to the model.
+
+    A learned categorical feature is profiled over the categories `card` froze (its model reads every
+    other value as "other", and so does drift); a sensitive one, which the model does not read, over
+    categories frozen the same way from these rows."""
     frame = train[spec.feature_names].copy()
     frame[SCORE] = scores
     numeric = [f.name for f in spec.features if f.type is FeatureType.numeric] + [SCORE]
     categorical = [f.name for f in spec.features if f.type is not FeatureType.numeric]
-    return build_profile(frame, numeric, categorical)
+    frozen = {f.name: f.categories or () for f in card.features if f.learned}
+    learned = {
+        f.name: frozen.get(f.name) or learned_category_list(train[f.name], f.learned_categories)
+        for f in spec.features
+        if f.learned_categories is not None
+    }
+    return build_profile(frame, numeric, categorical, learned=learned)
 
 
 def save_reference(profile: ReferenceProfile, model_dir: Path) -> Path:

@@ -32,7 +32,17 @@ from pydantic import (
 )
 
 from kennel.model import ModelCard
-from kennel.spec import MAX_ID_LENGTH, OTHER_CATEGORY, WHITESPACE, DatasetSpec, Feature, FeatureType
+from kennel.spec import (
+    MAX_CATEGORY_LENGTH,
+    MAX_ID_LENGTH,
+    OTHER_CATEGORY,
+    UNPRINTABLE_CATEGORY_PATTERN,
+    WHITESPACE,
+    DatasetSpec,
+    Feature,
+    FeatureType,
+    category_text_problem,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -134,8 +144,9 @@ class ErrorBody(BaseModel):
 
 
 class UnseenCategory(str):
-    """A value outside a categorical feature's categories, read as "other" (`unknown_category:
-    other`): scored and logged as "other", and flagged in the answer's warnings."""
+    """A value outside a categorical feature's categories, scored as "other" and flagged in the answer's
+    warnings. Logged as cleaning keeps it: "other" under `unknown_category: other`; the value itself for
+    a learned feature, whose clean table keeps every value (another model may know it)."""
 
 
 def _category_type(feature: Feature, categories: tuple[str, ...], *, required: bool) -> Any:
@@ -176,6 +187,49 @@ def _category_type(feature: Feature, categories: tuple[str, ...], *, required: b
     return Annotated[str, AfterValidator(read), WithJsonSchema(schema)]
 
 
+def _learned_category_type(categories: tuple[str, ...] | None, *, required: bool) -> Any:
+    """A learned categorical value, read like cleaning reads it: trimmed, any text of at most
+    MAX_CATEGORY_LENGTH characters without a control or invisible character (`category_text_problem`),
+    refused otherwise; blank text is a missing value. Kept as sent (trimmed); one outside the model's
+    frozen `categories` is an UnseenCategory (scored as "other"). `categories` None: a sensitive column,
+    which the model does not read, so no value is flagged."""
+    known = frozenset(categories or ())
+
+    def read(value: str | None) -> str | None:
+        if value is None:  # see _category_type
+            return None
+        if value in known:  # the common case, without the trimming
+            return value
+        text = value.strip(WHITESPACE)
+        if not text:
+            if required:
+                raise ValueError("Field required: blank text is no value")
+            return None
+        problem = category_text_problem(text)
+        if problem:
+            raise ValueError(f"not a category: {problem}")
+        return text if categories is None or text in known else UnseenCategory(text)
+
+    schema: dict[str, Any] = {
+        "type": "string",
+        "maxLength": MAX_CATEGORY_LENGTH,
+        "description": f"Any category of at most {MAX_CATEGORY_LENGTH} characters without control or invisible "
+        "characters"
+        + (
+            ""
+            if categories is None
+            else f"; one the model did not learn (its {len(known) - 1} most frequent) is scored as "
+            f"{OTHER_CATEGORY!r} and flagged in the answer's warnings"
+        )
+        + ("" if required else "; blank text is a missing value"),
+    }
+    if categories:
+        schema["examples"] = list(categories[:5])
+    if required:
+        schema["pattern"] = "[^ \\t\\n\\r\\v\\f]"
+    return Annotated[str, AfterValidator(read), WithJsonSchema(schema)]
+
+
 def _id_type() -> Any:
     """The caller's record id, text or a whole number as it is in the data (kept as text, as cleaning
     keeps it), trimmed, at most MAX_ID_LENGTH characters."""
@@ -206,6 +260,8 @@ def _id_type() -> Any:
 
 def _value_type(feature: Feature, type_: FeatureType, categories: tuple[str, ...] | None, *, required: bool) -> Any:
     """The annotation of one non-missing value: range from the spec, categories from the card."""
+    if feature.learned_categories is not None:
+        return _learned_category_type(categories, required=required)
     if type_ is FeatureType.categorical:
         return _category_type(feature, categories or (), required=required)
     if type_ is FeatureType.boolean:
@@ -269,13 +325,15 @@ def input_field_names(spec: DatasetSpec, card: ModelCard) -> list[str]:
     return [name for name, *_ in _input_fields(spec, card)]
 
 
-def example_record(spec: DatasetSpec) -> dict[str, Any]:
-    """A valid record with every feature set (first category, False, the lower bound or 0): the
-    warm-up input and the OpenAPI example."""
+def example_record(spec: DatasetSpec, card: ModelCard) -> dict[str, Any]:
+    """A valid record with every feature set (first category — a learned one's most frequent in the
+    card —, False, the lower bound or 0): the warm-up input and the OpenAPI example."""
+    card_categories = {f.name: f.categories for f in card.features}
     record: dict[str, Any] = {spec.id_column: "example-1"}
     for feature in spec.features:
         if feature.type is FeatureType.categorical:
-            record[feature.name] = (feature.categories or ("",))[0]
+            # A learned sensitive column has no list: any category text will do.
+            record[feature.name] = (card_categories.get(feature.name) or feature.categories or (OTHER_CATEGORY,))[0]
         elif feature.type is FeatureType.boolean:
             record[feature.name] = False
         else:
@@ -495,8 +553,8 @@ class RequestWarnings:
 
 
 def unseen_categories(columns: Mapping[str, Sequence[Any] | None], fields: Sequence[str]) -> dict[str, np.ndarray]:
-    """Per field in `fields` (categoricals under `unknown_category: other`), the rows whose value was
-    read as "other" from an unknown category (validated JSON values)."""
+    """Per field in `fields` (categoricals under `unknown_category: other`, learned ones), the rows whose
+    value is an unknown category, scored as "other" (validated JSON values)."""
     found = {}
     for name in fields:
         values = columns.get(name)
@@ -539,7 +597,8 @@ class InputError(ValueError):
 
 
 class ArrowBatch(NamedTuple):
-    table: pa.Table  # as scored: unknown categories read as "other", ids as text (logged as is)
+    # As logged: unknown categories read as "other" (a learned feature's kept as sent), ids as text.
+    table: pa.Table
     values: dict[str, np.ndarray]  # per model feature: float64, categories as codes, NaN = missing
     unseen: dict[str, np.ndarray]  # per categorical field: rows whose unknown value was read as "other"
 
@@ -558,8 +617,11 @@ class ArrowReader:
         self.max_decoded_bytes = max_decoded_bytes
         self.required = {name: needed for name, _, needed, _ in _input_fields(spec, card)}
         self.features = {f.name: f for f in spec.features}
-        # Category codes must be the card's (the encoder's); sensitive columns only have the spec's.
-        self.categories = {f.name: list(f.categories or ()) for f in spec.features}
+        # Category codes must be the card's (the encoder's); sensitive columns only have the spec's, and a
+        # learned sensitive column none (None: any category text is kept as sent, never flagged).
+        self.categories: dict[str, list[str] | None] = {
+            f.name: None if f.learned_categories is not None else list(f.categories or ()) for f in spec.features
+        }
         self.categories.update({f.name: list(f.categories or ()) for f in card.features})
 
     def read(self, body: bytes) -> ArrowBatch:
@@ -586,7 +648,7 @@ def _check_columns(
     table: pa.Table,
     required: dict[str, bool],
     features: dict[str, Feature],
-    categories_of: dict[str, list[str]],
+    categories_of: dict[str, list[str] | None],
     max_rows: int,
     max_text_bytes: int,
 ) -> ArrowBatch:
@@ -668,7 +730,7 @@ def _check_columns(
                 problem("string_type", [name], f"Input should be text, got Arrow type {column.type}")
                 continue
             categories = categories_of[name]
-            value_set = pa.array(categories, pa.string())
+            value_set = pa.array(categories or [], pa.string())
             if _expanded_text_bytes(column) > max_text_bytes:
                 problem("arrow_too_large", [name], f"the column's text would exceed {max_text_bytes:,} bytes")
                 continue
@@ -684,7 +746,16 @@ def _check_columns(
                     text = pc.if_else(blank, pa.scalar(None, pa.string()), text)
                 codes = pc.index_in(text, value_set=value_set)
                 unknown = np.asarray(pc.and_(pc.is_null(codes), pc.is_valid(text)), dtype=bool)
-                if unknown.any():
+                if unknown.any() and feature.learned_categories is not None:
+                    invalid = _invalid_category_text(text)
+                    if invalid is not None:
+                        problem("value_error", [name, invalid[0]], f"not a category: {invalid[1]}")
+                        continue
+                    if categories is not None:  # kept as sent (as cleaning keeps it), scored as "other"
+                        unseen[name] = unknown
+                        codes = pc.if_else(pa.array(unknown), categories.index(OTHER_CATEGORY), codes)
+                elif unknown.any():
+                    assert categories is not None  # only a learned feature has no list
                     if feature.unknown_category != "other":
                         problem(
                             "literal_error",
@@ -703,6 +774,21 @@ def _check_columns(
     for name, column in replaced.items():
         table = table.set_column(names.index(name), name, column)
     return ArrowBatch(table, values, unseen)
+
+
+def _invalid_category_text(text: pa.ChunkedArray) -> tuple[int, str] | None:
+    """The first row of trimmed text that can be no learned category (`category_text_problem`'s rules,
+    as one whole-column pass), and why; None when every row can be one."""
+    import pyarrow.compute as pc
+
+    too_long = pc.greater(pc.utf8_length(text), MAX_CATEGORY_LENGTH)
+    unprintable = pc.match_substring_regex(text, UNPRINTABLE_CATEGORY_PATTERN)
+    invalid = np.asarray(pc.fill_null(pc.or_(too_long, unprintable), False), dtype=bool)
+    if not invalid.any():
+        return None
+    row = _first(invalid)
+    # RE2 and Python may know different Unicode versions: the pattern's judgement stands.
+    return row, category_text_problem(text[row].as_py()) or "holds a control or invisible character"
 
 
 def _expanded_text_bytes(column: pa.ChunkedArray) -> int:

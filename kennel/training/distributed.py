@@ -43,11 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spec = load_spec(args.spec)
+    # The driver reads the model features of the training rows: learned categories are frozen from them.
+    train_rows = pd.read_parquet(args.training_dir / "train.parquet", columns=[f.name for f in spec.model_features])
     try:
         validation = pd.read_parquet(args.training_dir / "validation.parquet")
         trained, result = train_distributed(
             spark,
-            ModelCard.for_spec(spec),
+            ModelCard.for_spec(spec, training=train_rows),
             args.training_dir / "train.parquet",
             args.training_dir / "validation.parquet",
             validation,
@@ -56,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         spark.stop()
     # The saved card carries what training chose, so the folder scores like the `model` asset's.
-    train_rows = pd.read_parquet(args.training_dir / "train.parquet", columns=[f.name for f in spec.model_features])
     card = ModelCard.for_spec(spec, threshold=result.threshold, params=result.params, training=train_rows)
     Model(trained.booster, card).save(args.out, spec.resolved_yaml())
     (args.out / "train_result.json").write_text(json.dumps(asdict(result), indent=2))
