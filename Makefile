@@ -24,24 +24,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check uv
 	@echo "==> Installing the pinned stack (pyproject.toml)"
 	$(VENV)/bin/uv pip install --python $(PY) -r pyproject.toml --extra dev
+	@echo "==> Installing Kennel itself (editable: the \`kennel\` command runs this checkout)"
+	$(VENV)/bin/uv pip install --python $(PY) --no-deps -e .
 	@echo "==> Parsing the dbt project"
 	cd dbt && ../$(VENV)/bin/dbt parse --profiles-dir . --quiet
 	touch $@
 
-# Run monitoring: under the daemon, a run whose worker never starts, or that hangs while being canceled,
-# ends FAILED / CANCELED after its timeout instead of staying in progress; a killed run is failed, never
-# resumed halfway (runs launched without a daemon are swept by Kennel's sensors: sensors/housekeeping.py).
-$(DAGSTER_HOME)/dagster.yaml:
+# The instance's settings (run monitoring, no telemetry) are kennel/dagster_instance.yaml, which the
+# `kennel` command also writes into a DAGSTER_HOME that has none.
+$(DAGSTER_HOME)/dagster.yaml: kennel/dagster_instance.yaml
 	mkdir -p $(DAGSTER_HOME)
-	printf '%s\n' \
-	  'telemetry:' \
-	  '  enabled: false' \
-	  'run_monitoring:' \
-	  '  enabled: true' \
-	  '  start_timeout_seconds: 180' \
-	  '  cancel_timeout_seconds: 180' \
-	  '  max_resume_run_attempts: 0' \
-	  '  poll_interval_seconds: 60' > $@
+	cp $< $@
 
 # First fails the runs an earlier, killed demo left in progress and removes their staging (no daemon here).
 demo: setup

@@ -30,6 +30,7 @@ LAKE_FOLDERS = {
     "registry",
     "predictions",
     "feedback",
+    "labels",
     "_staging",
     "warehouse",
 }
@@ -163,3 +164,18 @@ def test_the_bento_ships_only_what_serving_imports(package):
         "serving/prediction_log.py",
     } <= shipped
     assert not any(name.startswith(f"{package}/") for name in shipped)
+
+
+def test_pyproject_names_every_package_and_nothing_else():
+    """The installed project (the `kennel` console script) holds exactly the production packages: a new
+    package missing from pyproject.toml would import from the checkout and fail once installed elsewhere."""
+    import tomllib
+
+    settings = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    on_disk = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("kennel", "assets", "resources", "sensors")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert set(settings["packages"]) == on_disk
+    assert {f"{module}.py" for module in settings["py-modules"]} == {"definitions.py", "jobs.py"}
