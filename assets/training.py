@@ -56,7 +56,8 @@ def _decision_metadata(decision: GateDecision) -> dict[str, Any]:
 def build_training_assets(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=graph.training_set,
-        deps=[graph.features],
+        # Late labels are joined in by id: lineage says so when the spec has them.
+        deps=[graph.features, *([graph.late_labels] if spec.label.late else [])],
         group_name=graph.name("training"),
         kinds={"duckdb", "parquet"},
         description=(
