@@ -136,9 +136,10 @@ def ingest(args: argparse.Namespace) -> int:
     for r in records:
         verdict = "passed" if r.passed else f"FAILED ({', '.join(r.failed_checks)})"
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(r.reasons.items())) or "none"
+        labelled = f"  {r.labelled_share:.0%} labelled" if r.labelled_share is not None else ""
         print(
-            f"  {r.day}  {r.rows_in:>8,} in  {r.rows_clean:>8,} clean  {r.rows_quarantined:>6,} quarantined "
-            f"({reasons})  {verdict}"
+            f"  {r.day}  {r.rows_in:>8,} in  {r.rows_clean:>8,} clean{labelled}  {r.rows_quarantined:>6,} "
+            f"quarantined ({reasons})  {verdict}"
         )
     return code
 

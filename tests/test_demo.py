@@ -14,8 +14,16 @@ import pandas as pd
 import pytest
 
 from kennel import demo
+from kennel.ingestion.landing import landed_files
 from kennel.ingestion.reasons import Reason
-from kennel.spec import DEFAULT_SPEC_PATH, MAX_ID_LENGTH, DatasetSpec, FeatureType, load_spec
+from kennel.spec import (
+    DEFAULT_SPEC_PATH,
+    MAX_ID_LENGTH,
+    DatasetSpec,
+    FeatureType,
+    category_text_problem,
+    load_spec,
+)
 
 SENSOR_SPEC = """
 name: sensor_demo
@@ -32,6 +40,7 @@ features:
   - {name: site, type: categorical, categories: [plant_a, plant_b, plant_c]}
   - {name: model, type: categorical, categories: [m1, m2], nullable: false}
   - {name: under_warranty, type: boolean}
+  - {name: firmware, type: categorical, learned_categories: 5}
 """
 
 
@@ -144,11 +153,13 @@ def _row_reason(spec: DatasetSpec, header: list[str], fields: list[str], day: st
             return Reason.wrong_type.value
     if len(row[spec.id_column]) > MAX_ID_LENGTH:
         return Reason.id_too_long.value
-    required = [spec.id_column, spec.timestamp_column, spec.label.column]
+    # The label is not required: a row without one is clean (unlabelled).
+    required = [spec.id_column, spec.timestamp_column]
     required += [f.name for f in spec.features if not f.nullable]
     if any(not row[c] for c in required):
         return Reason.missing_required.value
-    if row[spec.label.column] not in (str(spec.label.positive), str(spec.label.negative)):
+    label = row[spec.label.column]
+    if label and label not in (str(spec.label.positive), str(spec.label.negative)):
         return Reason.invalid_label.value
     for feat in spec.features:
         text = row[feat.name]
@@ -156,8 +167,13 @@ def _row_reason(spec: DatasetSpec, header: list[str], fields: list[str], day: st
             if (feat.min is not None and float(text) < feat.min) or (feat.max is not None and float(text) > feat.max):
                 return Reason.out_of_range.value
     for feat in spec.features:
+        if feat.learned_categories is not None:
+            continue  # any value is one of its categories (cleaning checks only the text, below)
         if row[feat.name] and feat.type is FeatureType.categorical and row[feat.name] not in (feat.categories or ()):
             return Reason.unknown_category.value
+    for feat in spec.features:
+        if feat.learned_categories is not None and row[feat.name] and category_text_problem(row[feat.name]):
+            return Reason.invalid_category.value
     if ts.date().isoformat() != day:
         return Reason.timestamp_outside_partition.value
     return None
@@ -347,7 +363,10 @@ def test_drift_shifts_inputs_and_the_label_relation(spec: DatasetSpec, drift: de
 
 def test_corrupt_counts_add_up_and_cover_every_reason(spec: DatasetSpec, corrupt: demo.GenerationReport) -> None:
     assert list(corrupt.expected_reasons) == [r.value for r in demo.ROW_REASONS]
-    assert all(count > 0 for count in corrupt.expected_reasons.values())
+    # The demo spec lists every category: invalid_category (learned features' text) has nothing to break.
+    reasons = dict(corrupt.expected_reasons)
+    assert reasons.pop(Reason.invalid_category.value) == 0
+    assert all(count > 0 for count in reasons.values())
     assert corrupt.expected_reasons[Reason.missing_column.value] == 20  # one file, 2 % of a day
     lines = sum(len(p.read_text().splitlines()) - 1 for p in corrupt.files)
     assert lines == corrupt.total_rows == corrupt.expected_clean_rows + sum(corrupt.expected_reasons.values())
@@ -396,7 +415,12 @@ def test_missing_column_file_lacks_one_required_column(spec: DatasetSpec, corrup
 def test_corrupt_parquet_has_text_columns_and_no_unparsable_lines(spec: DatasetSpec, tmp_path: Path) -> None:
     report = demo.generate(spec, tmp_path, days=3, rows_per_day=500, scenario="corrupt", file_format="parquet")
     assert report.expected_reasons[Reason.unparsable_line.value] == 0
-    assert all(count > 0 for code, count in report.expected_reasons.items() if code != Reason.unparsable_line.value)
+    assert report.expected_reasons[Reason.invalid_category.value] == 0  # no learned feature in the demo spec
+    assert all(
+        count > 0
+        for code, count in report.expected_reasons.items()
+        if code not in (Reason.unparsable_line.value, Reason.invalid_category.value)
+    )
     main = pd.read_parquet(report.files[0])
     assert list(main.columns) == spec.raw_columns
     assert all(dtype is np.dtype(object) for dtype in main.dtypes)
@@ -416,6 +440,59 @@ def test_rerun_replaces_files_of_a_previous_run(spec: DatasetSpec, tmp_path: Pat
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.csv")) == sorted(
         p.relative_to(tmp_path).as_posix() for p in report.files
     )
+
+
+# --- only into the demo's own folder ----------------------------------------------------------------
+
+
+def _land_a_real_file(landing: Path) -> dict[str, bytes]:
+    """A landing folder that already holds a real export: what a user's spec points at."""
+    real = landing / "2026-01-01" / "export.csv"
+    real.parent.mkdir(parents=True)
+    real.write_text("application_id,applied_at\nreal-000001,2026-01-01T09:00:00\n")
+    return _files(landing)
+
+
+def test_a_folder_holding_other_files_is_refused_and_left_untouched(spec: DatasetSpec, tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    before = _land_a_real_file(landing)
+    with pytest.raises(demo.NotADemoFolder) as refused:
+        demo.generate(spec, landing, days=2, rows_per_day=10)
+    message = str(refused.value)
+    assert str(landing) in message and "2026-01-01" in message
+    assert "new or empty folder" in message and f"touch {landing / demo.DEMO_FOLDER_MARKER}" in message
+    assert _files(landing) == before, "nothing written, not even the marker"
+
+
+def test_the_cli_refuses_the_landing_folder_of_a_users_spec(
+    sensor_spec: DatasetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    landing = tmp_path / "real_landing"
+    spec_path = tmp_path / "users_spec.yaml"
+    spec_path.write_text(SENSOR_SPEC.replace("uri: landing/sensor_demo", f"uri: {landing}"))
+    before = _land_a_real_file(landing)
+    monkeypatch.setenv("KENNEL_DATASET_SPEC", str(spec_path))
+    assert demo.main(["--rows-per-day", "50"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("kennel.demo: error: refusing to write demo data into") and str(landing) in error
+    assert _files(landing) == before
+
+
+def test_the_demos_own_folder_is_marked_and_reused(spec: DatasetSpec, tmp_path: Path) -> None:
+    landing = tmp_path / "landing"  # does not exist yet
+    demo.generate(spec, landing, days=1, rows_per_day=10)
+    marker = landing / demo.DEMO_FOLDER_MARKER
+    assert marker.is_file()
+    report = demo.generate(spec, landing, days=2, rows_per_day=10, seed=8)
+    assert [p.relative_to(landing).as_posix() for p in report.files] == [
+        "2026-01-01/part-00000.csv",
+        "2026-01-02/part-00000.csv",
+    ]
+    # Ingestion never takes the marker for data (its name starts with ".").
+    assert {day: [p.name for p in paths] for day, paths in landed_files(landing, "csv").items()} == {
+        "2026-01-01": ["part-00000.csv"],
+        "2026-01-02": ["part-00000.csv"],
+    }
 
 
 # --- a second spec ---------------------------------------------------------------------------------
@@ -481,7 +558,8 @@ def test_cli_defaults_to_the_env_spec_and_its_landing_folder(
     monkeypatch.setenv("KENNEL_DATASET_SPEC", sensor_spec.spec_path)
     assert demo.main(["--rows-per-day", "50"]) == 0
     landing = Path(sensor_spec.source_location())
-    assert sorted(p.name for p in landing.iterdir()) == [f"2025-03-{d:02d}" for d in range(1, 7)]
+    days = [f"2025-03-{d:02d}" for d in range(1, 7)]
+    assert sorted(p.name for p in landing.iterdir()) == [demo.DEMO_FOLDER_MARKER, *days]
     assert "sensor_demo" in capsys.readouterr().out
 
 

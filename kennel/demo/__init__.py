@@ -4,10 +4,12 @@ Kept apart from the platform: nothing in ingestion, training, serving or monitor
 """
 
 from kennel.demo.generator import (
+    DEMO_FOLDER_MARKER,
     ROW_REASONS,
     WRONG_TYPE_BOOLEAN,
     WRONG_TYPE_NUMERIC,
     GenerationReport,
+    NotADemoFolder,
     frame_to_rows,
     generate,
     generate_frame,
@@ -15,10 +17,12 @@ from kennel.demo.generator import (
 )
 
 __all__ = [
+    "DEMO_FOLDER_MARKER",
     "ROW_REASONS",
     "WRONG_TYPE_BOOLEAN",
     "WRONG_TYPE_NUMERIC",
     "GenerationReport",
+    "NotADemoFolder",
     "frame_to_rows",
     "generate",
     "generate_frame",

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from kennel.ingestion.reasons import Reason
-from kennel.spec import MAX_ID_LENGTH, DatasetSpec, FeatureType, SpecError, load_spec
+from kennel.spec import MAX_CATEGORY_LENGTH, MAX_ID_LENGTH, DatasetSpec, Feature, FeatureType, SpecError, load_spec
 
 # What the corrupt scenario injects: every reason a landed row can earn. A file that cannot be read at
 # all (Reason.unreadable_file) is file-level breakage, covered by the malformed-input corpus tests.
@@ -346,6 +346,14 @@ def _numeric_bounds(low: float | None, high: float | None) -> tuple[float, float
     return 0.0, 100.0
 
 
+def _generated_categories(feature: Feature) -> list[str]:
+    """The values generated for a categorical feature: its categories, or for a learned one codes
+    c000, c001, …, twice as many as it keeps, so a model also sees values it reads as "other"."""
+    if feature.learned_categories is None:
+        return list(feature.categories or ())
+    return [f"c{i:03d}" for i in range(2 * feature.learned_categories)]
+
+
 def _generic_world(spec: DatasetSpec) -> _GenericWorld:
     rng = np.random.default_rng(zlib.crc32(spec.fingerprint().encode()))
     numeric: dict[str, tuple[float, float, float, float, int]] = {}
@@ -360,7 +368,7 @@ def _generic_world(spec: DatasetSpec) -> _GenericWorld:
             sd = span / 6 if span > 0 else 1.0
             numeric[f.name] = (low, high, low + span * rng.uniform(0.35, 0.65), sd, decimals)
         elif f.type is FeatureType.categorical:
-            categorical[f.name] = rng.dirichlet(np.full(len(f.categories or ()), 2.0))
+            categorical[f.name] = rng.dirichlet(np.full(len(_generated_categories(f)), 2.0))
         else:
             boolean[f.name] = float(rng.uniform(0.2, 0.8))
 
@@ -396,7 +404,7 @@ def _generic_features(
                 logit += weights[f.name] * signal + 0.3 * (signal**2 - 1)
             values[f.name] = x
         elif f.name in world.categorical:
-            cats = list(f.categories or ())
+            cats = _generated_categories(f)
             idx = rng.choice(len(cats), n, p=world.categorical[f.name])
             if f.name in weights:
                 logit += weights[f.name][idx]
@@ -506,8 +514,11 @@ class _Corruptor:
         self.numeric = [f.name for f in feats if f.type is FeatureType.numeric]
         self.boolean = [f.name for f in feats if f.type is FeatureType.boolean]
         self.bounded = [f for f in feats if f.type is FeatureType.numeric and (f.min is not None or f.max is not None)]
-        self.categorical = [f for f in feats if f.type is FeatureType.categorical]
-        self.required = [spec.id_column, spec.timestamp_column, spec.label.column,
+        # A learned feature keeps any value (its list is frozen at training), so no value of it is unknown.
+        self.categorical = [f for f in feats if f.type is FeatureType.categorical and f.learned_categories is None]
+        self.learned = [f.name for f in feats if f.learned_categories is not None]
+        # Not the label: a row without one is clean (unlabelled), not quarantined.
+        self.required = [spec.id_column, spec.timestamp_column,
                          *(f.name for f in feats if not f.nullable)]  # fmt: skip
         self.invalid_label = _invalid_label(spec)
         mutations: dict[Reason, Callable[[list[str]], list[str]]] = {
@@ -518,6 +529,7 @@ class _Corruptor:
             Reason.invalid_label: self.set_invalid_label,
             Reason.out_of_range: self.out_of_range,
             Reason.unknown_category: self.unknown_category,
+            Reason.invalid_category: self.invalid_category,
             Reason.timestamp_outside_partition: self.timestamp_outside_partition,
         }
         unavailable = {
@@ -526,6 +538,7 @@ class _Corruptor:
             Reason.wrong_type: not (self.numeric or self.boolean),
             Reason.out_of_range: not self.bounded,
             Reason.unknown_category: not self.categorical,
+            Reason.invalid_category: not self.learned,
         }
         self.mutations = {r: m for r, m in mutations.items() if not unavailable.get(r, False)}
 
@@ -569,6 +582,10 @@ class _Corruptor:
         while value in (f.categories or ()):
             value += "_x"
         return self._set(row, f.name, value)
+
+    def invalid_category(self, row: list[str]) -> list[str]:
+        # One character past the longest text a learned feature's value may be.
+        return self._set(row, self._one(self.learned), "c" * (MAX_CATEGORY_LENGTH + 1))
 
     def timestamp_outside_partition(self, row: list[str]) -> list[str]:
         ts = datetime.fromisoformat(row[self.index[self.spec.timestamp_column]])
@@ -632,6 +649,42 @@ def _write(path: Path, header: list[str], rows: list[list[str]], file_format: st
     pq.write_table(table, path)
 
 
+# Marks a folder as the demo's own: the generator writes only into a new or empty folder, which it marks,
+# or into one it marked before. Ingestion ignores names starting with "." (kennel/ingestion/landing.py),
+# so the marker is never taken for landed data.
+DEMO_FOLDER_MARKER = ".kennel-demo"
+_MARKER_TEXT = (
+    "This folder holds demo data written by kennel.demo (python -m kennel.demo, make demo).\n"
+    "The generator writes only into folders that carry this file; ingestion ignores it.\n"
+)
+
+
+class NotADemoFolder(ValueError):
+    """The folder demo data was to be written into holds other files: most likely a real landing folder."""
+
+
+def claim_demo_folder(out: Path) -> None:
+    """Make sure `out` is the demo's own folder before anything is written into it: a new or empty folder
+    becomes the demo's (marked), a marked one already is; any other is refused and left as it was."""
+    marker = out / DEMO_FOLDER_MARKER
+    if marker.is_file():
+        return
+    if out.exists() and not out.is_dir():
+        raise NotADemoFolder(f"{out} is a file, not a folder: write the demo data into a new or empty folder")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if entries:
+        shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+        raise NotADemoFolder(
+            f"refusing to write demo data into {out}: it holds {shown} and has no {DEMO_FOLDER_MARKER} marker, "
+            "so it may be a real landing folder, and demo rows must never land beside real files. Write into a "
+            "new or empty folder instead (python -m kennel.demo --out DIR; `make demo` uses the demo's own spec "
+            f"when KENNEL_DATASET_SPEC is unset). If {out} holds only demo data from an earlier Kennel, remove "
+            f"it, or mark it as the demo's: touch {marker}"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(_MARKER_TEXT, encoding="utf-8")
+
+
 def generate(
     spec: DatasetSpec,
     out_dir: str | Path,
@@ -649,6 +702,9 @@ def generate(
     Each day's `part-00000` holds `rows_per_day` data lines. The corrupt scenario also writes, on
     day ``days // 2``, a `part-00001` lacking one required column. Existing `part-*` files in the
     written day folders are replaced; other folders are left alone.
+
+    Writes only into the demo's own folder: a new or empty `out_dir` (marked as the demo's with
+    `DEMO_FOLDER_MARKER`) or one marked before; any other raises `NotADemoFolder` and is left untouched.
     """
     file_format = file_format or spec.source.format
     if scenario not in SCENARIOS:
@@ -672,6 +728,7 @@ def generate(
 
     start = start or spec.start_date
     out = Path(out_dir)
+    claim_demo_folder(out)
     delimiter = str(spec.source.options.get("delimiter", ","))
     report = GenerationReport(spec.name, scenario, file_format, out, seed, drift_start_day)
     missing_column_day = days // 2 if scenario == "corrupt" else None
