@@ -250,6 +250,8 @@ def test_a_dead_worker_is_replaced_and_its_losses_counted(server: Any, built: Bu
     proc, base_url, lake = server(2)
     assert _metric(base_url, "kennel_worker_deaths_total") == 0
     assert _metric(base_url, "kennel_prediction_log_rows_lost_total") == 0
+    # The server is ready once one worker is; on a busy machine the second may still be starting.
+    _wait_for(lambda: len(read_heartbeats(proc.pid)) == 2, 90, "both workers started")
     before = []
     for record in built.records[:40]:  # new connections, so both workers are likely to answer
         resp = requests.post(f"{base_url}/predict", json=record, timeout=30)
