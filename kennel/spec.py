@@ -179,6 +179,14 @@ def _labels_collide(a: str | int | float | bool, b: str | int | float | bool) ->
         return False
 
 
+def _readable_uri(field: str, uri: str) -> str:
+    """`uri` when Kennel can read it: a local path or s3://. Any other scheme would be taken for a local
+    folder named like it, found empty, and ingest nothing."""
+    if _URI_SCHEME.match(uri) and not uri.startswith("s3://"):
+        raise ValueError(f"{field} {uri!r}: only local paths and s3:// URIs can be read")
+    return uri
+
+
 class FeatureType(str, Enum):
     numeric = "numeric"
     categorical = "categorical"
@@ -300,10 +308,7 @@ class Source(_Strict):
     @field_validator("uri")
     @classmethod
     def _readable_scheme(cls, v: str) -> str:
-        # Any other scheme would be taken for a local folder named like it, found empty, and ingest nothing.
-        if _URI_SCHEME.match(v) and not v.startswith("s3://"):
-            raise ValueError(f"source.uri {v!r}: only local paths and s3:// URIs can be read")
-        return v
+        return _readable_uri("source.uri", v)
 
     @model_validator(mode="after")
     def _kafka_lands_jsonl(self) -> Source:
@@ -323,9 +328,7 @@ class LateLabels(_Strict):
     @field_validator("uri")
     @classmethod
     def _readable_scheme(cls, v: str) -> str:
-        if _URI_SCHEME.match(v) and not v.startswith("s3://"):
-            raise ValueError(f"label.late.uri {v!r}: only local paths and s3:// URIs can be read")
-        return v
+        return _readable_uri("label.late.uri", v)
 
 
 class Label(_Strict):
