@@ -23,10 +23,11 @@ def build_jobs(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.UnresolvedAsse
                 *([graph.late_labels] if spec.label.late else []),
                 graph.data_drift,
                 graph.performance,
+                graph.estimated_performance,
             ),
             partitions_def=daily_partitions(spec),
             description="Copy the day's landed files into the lake, clean and validate them, then monitor the "
-            "champion on them (drift, realized performance).",
+            "champion on them (drift, realized and estimated performance).",
         ),
         dg.define_asset_job(
             graph.name(TRAIN_JOB),
@@ -37,9 +38,16 @@ def build_jobs(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.UnresolvedAsse
         ),
         dg.define_asset_job(
             graph.name(MONITOR_JOB),
-            selection=dg.AssetSelection.assets(graph.data_drift, graph.performance, graph.serving_drift),
+            selection=dg.AssetSelection.assets(
+                graph.data_drift,
+                graph.performance,
+                graph.estimated_performance,
+                graph.serving_drift,
+                graph.attribution_drift,
+            ),
             partitions_def=daily_partitions(spec),
-            description="Drift of validated data and of served traffic, and realized performance, for the champion.",
+            description="Drift of validated data, of served traffic and of the champion's explanations on it; "
+            "realized and estimated performance.",
         ),
         dg.define_asset_job(
             graph.name(ROLLBACK_JOB),

@@ -95,5 +95,13 @@ class DatasetGraph:
         return self.key("serving_drift")
 
     @property
+    def estimated_performance(self) -> dg.AssetKey:
+        return self.key("estimated_performance")
+
+    @property
+    def attribution_drift(self) -> dg.AssetKey:
+        return self.key("attribution_drift")
+
+    @property
     def decisions(self) -> dg.AssetKey:
         return self.key("retraining_decisions")

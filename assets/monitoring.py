@@ -1,5 +1,7 @@
 """Daily monitoring of the champion: drift of validated data and of served traffic against the champion's
-training reference, and realized performance once labels exist.
+training reference, estimated performance without labels (and how wrong it was once labels came),
+realized performance once labels exist, and drift of the model's explanations on served traffic; each
+overall and per slice (a value of a sensitive or segment column), worst slices first.
 
 Each asset writes one MonitoringRecord per day into the lake (kennel.lake), so the retraining sensor
 can read the conclusions without touching data.
@@ -16,7 +18,7 @@ from assets.graph import DatasetGraph, daily_partitions
 from assets.metadata import md_table
 from kennel.lake import DatasetLake
 from kennel.lake.champion import ChampionRegistry
-from kennel.lake.records import ChampionEntry, MonitoringKind, MonitoringRecord
+from kennel.lake.records import ChampionEntry, MonitoringKind, MonitoringRecord, SliceRow
 from kennel.model import LIBRARY, Model
 from kennel.spec import DatasetSpec
 from resources.lake import LakeResource
@@ -24,7 +26,9 @@ from resources.lake import LakeResource
 if TYPE_CHECKING:
     import pandas as pd
 
+    from kennel.monitoring.attribution import AttributionProfile
     from kennel.monitoring.drift import ReferenceProfile
+    from kennel.monitoring.estimation import Calibrator
 
 Measure = Callable[["ServedChampion", str], dict[str, Any]]
 
@@ -42,8 +46,26 @@ class ServedChampion:
         if not (model_dir / PROFILE_FILE).exists():
             raise LookupError(f"champion {entry.model_tag} has no {PROFILE_FILE}; retrain to monitor it")
         self.entry: ChampionEntry = entry
+        self.model_dir = model_dir
         self.model = Model.load(model_dir)
         self.profile: ReferenceProfile = load_reference(model_dir)
+
+    def calibrator(self) -> "Calibrator":
+        """The score calibration fitted on the validation window (for estimation only); LookupError for a
+        champion trained before Kennel stored one."""
+        from kennel.monitoring.estimation import CALIBRATION_FILE, load_calibrator
+
+        if not (self.model_dir / CALIBRATION_FILE).exists():
+            raise LookupError(f"champion {self.entry.model_tag} has no {CALIBRATION_FILE}; retrain to estimate")
+        return load_calibrator(self.model_dir)
+
+    def attribution(self) -> "AttributionProfile":
+        """The distribution of mean |SHAP| per feature on the training rows; LookupError when absent."""
+        from kennel.monitoring.attribution import ATTRIBUTION_FILE, load_attribution_profile
+
+        if not (self.model_dir / ATTRIBUTION_FILE).exists():
+            raise LookupError(f"champion {self.entry.model_tag} has no {ATTRIBUTION_FILE}; retrain to monitor it")
+        return load_attribution_profile(self.model_dir)
 
 
 def record_days(
@@ -74,17 +96,36 @@ def record_days(
             {
                 "day": day,
                 **record.model_dump(
-                    include={"status", "rows", "drifted_share", "prediction_psi", "roc_auc", "log_loss"},
+                    include={
+                        "status",
+                        "rows",
+                        "drifted_share",
+                        "prediction_psi",
+                        "roc_auc",
+                        "log_loss",
+                        "estimated_roc_auc",
+                        "labelled_rows",
+                        "concept_drift_suspected",
+                    },
                     exclude_none=True,
                 ),
+                **{f"error_{k}": v for k, v in record.estimation_error.items() if k == "roc_auc"},
+                # The worst slice first: where to look.
+                **({"worst slice": _slice_label(record.slices[0])} if _judged(record.slices) else {}),
                 # Served values the model never learned from: unseen categories, out of distribution.
                 **({"flagged values": sum(record.input_warnings.values())} if kind == "serving_drift" else {}),
             }
         )
     history = data.monitoring_records(kind)
+    last = history.get(context.partition_keys[-1])
     return dg.MaterializeResult(
         metadata={
             "champion": champion.entry.model_tag,
+            **(
+                {"slices_worst_first": md_table([s.model_dump() for s in last.slices])}
+                if last is not None and last.slices
+                else {}
+            ),
             **(
                 {"flagged_inputs": md_table([{"warning": k, "values": v} for k, v in sorted(flagged.items())])}
                 if flagged
@@ -93,7 +134,23 @@ def record_days(
             "days": md_table(rows),
             "over_time": md_table(
                 [
-                    {"day": d, **r.model_dump(include={"status", "drifted_share", "prediction_psi", "roc_auc", "rows"})}
+                    {
+                        "day": d,
+                        **r.model_dump(
+                            include={
+                                "status",
+                                "drifted_share",
+                                "prediction_psi",
+                                "roc_auc",
+                                "estimated_roc_auc",
+                                "rows",
+                                "labelled_rows",
+                            },
+                            exclude_none=True,
+                        ),
+                        # How wrong the label-free estimate was, once labels came: shown over time.
+                        **{f"error_{k}": v for k, v in r.estimation_error.items()},
+                    }
                     for d, r in sorted(history.items())
                 ][-30:]
             ),
@@ -101,10 +158,19 @@ def record_days(
     )
 
 
-def drift_measures(champion: ServedChampion, frame: "pd.DataFrame", validated: bool) -> dict[str, Any]:
-    from kennel.monitoring.profile import drift_summary
+def _judged(slices: list[SliceRow]) -> bool:
+    return bool(slices) and slices[0].status != "insufficient_data"
 
-    summary = drift_summary(champion.profile, frame, champion.model.score(frame))
+
+def _slice_label(row: SliceRow) -> str:
+    return f"{row.column}={row.value} ({row.status}, {row.rows} rows)"
+
+
+def drift_measures(champion: ServedChampion, frame: "pd.DataFrame", validated: bool) -> dict[str, Any]:
+    from kennel.monitoring.profile import drift_slices, drift_summary
+
+    inputs = champion.model.card.feature_names
+    summary = drift_summary(champion.profile, frame, champion.model.score(frame), inputs=inputs)
     return {
         "status": "drift" if summary.dataset_drift else "ok",
         "validated": validated,
@@ -112,6 +178,8 @@ def drift_measures(champion: ServedChampion, frame: "pd.DataFrame", validated: b
         "drifted_share": summary.drifted_share,
         "dataset_drift": summary.dataset_drift,
         "drifted_features": summary.drifted_features,
+        "drifted_non_inputs": summary.drifted_non_inputs,
+        "slices": drift_slices(champion.profile, frame, inputs=inputs),
         "prediction_psi": summary.prediction_psi,
         "mean_score": summary.mean_score,
         "reference_mean_score": summary.reference_mean_score,
@@ -148,6 +216,20 @@ def build_monitoring_assets(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.A
     def realized_performance(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
         return measure_realized_performance(context, spec, lake.dataset(spec.name))
 
+    @dg.asset(
+        key=graph.estimated_performance,
+        deps=[graph.clean, graph.prediction_log],
+        kinds={"python", LIBRARY},
+        **common,
+        description="The champion's ROC-AUC, precision and recall at its threshold and expected calibration "
+        "error, estimated without labels from its calibrated scores (CBPE: the calibration fitted on its "
+        "validation window) with 95% intervals, per day and per slice; once labels arrive, the estimate's "
+        "error on the labelled rows, over time, and a concept-drift flag when the realized AUC falls below "
+        "what the scores promised.",
+    )
+    def estimated_performance(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        return measure_estimated_performance(context, spec, lake.dataset(spec.name))
+
     prediction_log = dg.AssetSpec(
         graph.prediction_log,
         group_name=graph.name("monitoring"),
@@ -167,6 +249,17 @@ def build_monitoring_assets(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.A
     def serving_drift(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
         return measure_serving_drift(context, lake.dataset(spec.name))
 
+    @dg.asset(
+        key=graph.attribution_drift,
+        deps=[graph.prediction_log],
+        kinds={"python", LIBRARY},
+        **common,
+        description="Drift of the champion's explanations on served traffic: mean |SHAP| per feature on a "
+        "sample of the day's requests against its distribution on the training rows.",
+    )
+    def attribution_drift(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        return measure_attribution_drift(context, lake.dataset(spec.name))
+
     decisions = dg.AssetSpec(
         graph.decisions,
         group_name=graph.name("monitoring"),
@@ -175,7 +268,15 @@ def build_monitoring_assets(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.A
         "and why, alert), with the numbers, thresholds, days and run key; also queryable as the "
         "decision log in the lake (monitoring/<dataset>/decisions.jsonl).",
     )
-    return [data_drift, realized_performance, prediction_log, serving_drift, decisions]
+    return [
+        data_drift,
+        realized_performance,
+        estimated_performance,
+        prediction_log,
+        serving_drift,
+        attribution_drift,
+        decisions,
+    ]
 
 
 def measure_data_drift(context: dg.AssetExecutionContext, data: DatasetLake) -> dg.MaterializeResult:
@@ -198,53 +299,36 @@ def measure_data_drift(context: dg.AssetExecutionContext, data: DatasetLake) -> 
 def measure_realized_performance(
     context: dg.AssetExecutionContext, spec: DatasetSpec, data: DatasetLake
 ) -> dg.MaterializeResult:
-    import pandas as pd
-
     from kennel.ingestion.labels import latest_labels
+    from kennel.monitoring.performance import monitored_rows, realized_slices
     from kennel.monitoring.profile import realized_performance
-    from kennel.serving.prediction_log import read_predictions
-    from kennel.spec import WHITESPACE
 
-    # Labels that arrived after their records (label files, /feedback), by id: a row's own label (as
-    # landed, or fed back for its request) comes first.
+    # Labels that arrived after their records (label files, /feedback), by id.
     late = latest_labels(spec, data).set_index("record_id")["label"].astype(float)
     came_late: dict[str, int] = {}  # day → labelled rows whose label did not land with them
 
     def measure(champion: ServedChampion, day: str) -> dict[str, Any]:
-        frames = []
-        landed_ids = pd.Series([], dtype="string")
-        if data.passed_validation(day):
-            landed = pd.read_parquet(data.published(day))
-            landed_ids = landed[spec.id_column].astype("string")
-            own = landed[spec.label.column].astype(float)
-            label = own.fillna(landed_ids.map(late))
-            came_late[day] = int((own.isna() & label.notna()).sum())
-            frames.append(landed.assign(label=label))
-        served = read_predictions(data, start=day, end=day)
-        if len(served):
-            served_ids = served[spec.id_column].astype("string").str.strip(WHITESPACE)
-            # A record that landed and was served too counts once, through its landed row.
-            once = ~served_ids.isin(landed_ids)
-            served, served_ids = served[once], served_ids[once]
-            label = served["actual_label"].astype(float).fillna(served_ids.map(late))
-            came_late[day] = came_late.get(day, 0) + int(label.notna().sum())  # a served row's label is always late
-            frames.append(served.assign(label=label))
-        if not frames:
+        monitored = monitored_rows(spec, data, day, late)
+        came_late[day] = monitored.late_labelled_rows
+        frame = monitored.frame
+        if frame.empty:
             return {"status": "no labelled rows", "rows": 0}
-        frame = pd.concat(frames, ignore_index=True)
-        perf = realized_performance(
-            frame, champion.model.score(frame), champion.model.card.threshold, list(spec.sensitive_columns)
-        )
+        scores = champion.model.score(frame)
+        threshold = champion.model.card.threshold
+        perf = realized_performance(frame, scores, threshold, list(spec.sensitive_columns))
         if perf.metrics is None:
             return {"status": "no labelled rows", "rows": 0}
+        champion_auc = champion.entry.metrics.get("roc_auc")
+        labelled = frame["label"].notna().to_numpy()
         return {
             "status": "ok",
             "rows": perf.labelled_rows,
-            "late_labelled_rows": came_late.get(day, 0),
+            "late_labelled_rows": came_late[day],
             "roc_auc": perf.metrics["roc_auc"],
             "log_loss": perf.metrics["log_loss"],
-            "champion_auc": champion.entry.metrics.get("roc_auc"),
+            "champion_auc": champion_auc,
             "groups": {c: t.to_dict("records") for c, t in perf.groups.items()},
+            "slices": realized_slices(frame[labelled], scores[labelled], threshold, spec.slice_columns, champion_auc),
         }
 
     result = record_days(context, data, "realized_performance", measure)
@@ -255,6 +339,89 @@ def measure_realized_performance(
             "labels_came_late_per_day": dg.MetadataValue.json(came_late),
         }
     )
+
+
+def measure_estimated_performance(
+    context: dg.AssetExecutionContext, spec: DatasetSpec, data: DatasetLake
+) -> dg.MaterializeResult:
+    from kennel.ingestion.labels import latest_labels
+    from kennel.monitoring.performance import estimate_day, monitored_rows
+
+    late = latest_labels(spec, data).set_index("record_id")["label"].astype(float)
+
+    def measure(champion: ServedChampion, day: str) -> dict[str, Any]:
+        try:
+            calibrator = champion.calibrator()
+        except LookupError as exc:
+            return {"status": f"skipped: {exc}"}
+        frame = monitored_rows(spec, data, day, late).frame
+        if frame.empty:
+            return {"status": "no rows", "rows": 0}
+        estimated = estimate_day(
+            frame,
+            champion.model.score(frame),
+            calibrator,
+            threshold=champion.model.card.threshold,
+            champion_auc=champion.entry.metrics.get("roc_auc"),
+            slice_columns=spec.slice_columns,
+        )
+        auc = estimated.estimates["roc_auc"]
+        return {
+            "status": "ok" if auc.value is not None else f"no estimate: {auc.reason}",
+            "rows": estimated.rows,
+            "estimates": estimated.estimates,
+            "estimated_roc_auc": auc.value,
+            "champion_auc": champion.entry.metrics.get("roc_auc"),
+            "labelled_rows": estimated.labelled_rows,
+            "roc_auc": estimated.realized_roc_auc,
+            "estimation_error": estimated.estimation_error,
+            "concept_drift_suspected": estimated.concept_drift_suspected,
+            "slices": estimated.slices,
+        }
+
+    result = record_days(context, data, "estimated_performance", measure)
+    history = data.monitoring_records("estimated_performance")
+    errors = [abs(r.estimation_error["roc_auc"]) for r in history.values() if "roc_auc" in r.estimation_error]
+    return dg.MaterializeResult(
+        metadata={
+            **(result.metadata or {}),
+            # The monitor's own track record: how far its AUC estimates were from the realized AUC.
+            **(
+                {"estimation_mean_abs_error_roc_auc": sum(errors) / len(errors), "days_with_labels": len(errors)}
+                if errors
+                else {}
+            ),
+        }
+    )
+
+
+def measure_attribution_drift(context: dg.AssetExecutionContext, data: DatasetLake) -> dg.MaterializeResult:
+    from kennel.monitoring.attribution import compare_attributions
+    from kennel.serving.prediction_log import read_predictions
+
+    def measure(champion: ServedChampion, day: str) -> dict[str, Any]:
+        try:
+            profile = champion.attribution()
+        except LookupError as exc:
+            return {"status": f"skipped: {exc}"}
+        served = read_predictions(data, start=day, end=day, with_feedback=False)
+        if served.empty:
+            return {"status": "no traffic", "rows": 0}
+        drift = compare_attributions(profile, champion.model, served)
+        return {
+            "status": drift.status,
+            "rows": drift.rows,
+            "drifted_features": drift.drifted_features,
+            "attributions": drift.to_dict()["features"],
+        }
+
+    result = record_days(context, data, "attribution_drift", measure)
+    last = data.monitoring_records("attribution_drift").get(context.partition_keys[-1])
+    if last is None or not last.attributions:
+        return result
+    columns = ("feature", "status", "reference_mean_abs_shap", "current_mean_abs_shap", "relative_change", "z")
+    by_severity = md_table([{k: row[k] for k in columns} for row in last.attributions])
+    return dg.MaterializeResult(metadata={**(result.metadata or {}), "attributions_by_severity": by_severity})
 
 
 def measure_serving_drift(context: dg.AssetExecutionContext, data: DatasetLake) -> dg.MaterializeResult:

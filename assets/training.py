@@ -216,7 +216,7 @@ def train(
     from kennel.lake import write_model_record
     from kennel.lake.records import SearchTrialRow, TrainingRecord
     from kennel.model import Model, ModelCard
-    from kennel.monitoring.profile import build_reference, save_reference
+    from kennel.monitoring.profile import save_monitoring_reference
     from kennel.spark import is_cluster
     from kennel.training.trainer import (
         TrainResult,
@@ -275,8 +275,9 @@ def train(
             search_trials=[SearchTrialRow.model_validate(vars(t)) for t in trials] if settings.search_trials else [],
         ),
     )
-    # The drift reference travels with the model: monitoring compares new data to what it learned from.
-    save_reference(build_reference(spec, train_rows, model.score(train_rows), card=card), staging)
+    # Monitoring's references travel with the model: the drift profile of what it learned from, its score
+    # calibration on the validation window and the distribution of its explanations.
+    save_monitoring_reference(spec, model, train_rows, validation, staging)
     out = data.model_dir(context.run_id)
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)

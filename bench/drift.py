@@ -8,6 +8,11 @@ bench-time extra, not a Kennel dependency):
     # evidently 0.7.23 breaks on pandas 3 (infer_dtype_from_object is gone), hence the pin
     python -m venv .kennel/bench-evidently && .kennel/bench-evidently/bin/pip install evidently==0.7.23 "pandas<3"
     .venv/bin/python bench/drift.py [--evidently-python .kennel/bench-evidently/bin/python]
+
+It also measures the decisions on the demo data (kennel.demo, credit_demo spec): the false-alarm rate (share
+of same-distribution day pairs where any model input is flagged drifted) and the detection rate per feature
+on the drift scenario, at the given row counts, with and without the significance gate (alpha = 1 leaves
+the effect-size floors alone).
 """
 
 import argparse
@@ -16,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +29,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kennel.monitoring.drift import build_profile, compare  # noqa: E402
+from kennel.demo.generator import generate_frame  # noqa: E402
+from kennel.monitoring.drift import DriftThresholds, build_profile, compare  # noqa: E402
+from kennel.spec import FeatureType, load_spec  # noqa: E402
 
 ROWS, NUMERIC, CATEGORICAL = 100_000, 40, 10
 
@@ -67,6 +75,32 @@ def numpy_scipy_loop(ref: pd.DataFrame, cur: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def demo_decisions(pairs: int, rows: int) -> dict[str, object]:
+    """False alarms on `pairs` same-distribution demo day pairs and detection on as many drifted days,
+    `rows` rows each; the reference is another day's profile."""
+    spec = load_spec("datasets/credit_demo.yaml")
+    numeric = [f.name for f in spec.features if f.type is FeatureType.numeric]
+    categorical = [f.name for f in spec.features if f.type is not FeatureType.numeric]
+    inputs = [f.name for f in spec.model_features]
+    day = date(2026, 1, 1)
+    gated, effect_only, found = 0, 0, dict.fromkeys(inputs, 0)
+    for i in range(pairs):
+        profile = build_profile(generate_frame(spec, day, rows, np.random.default_rng(3 * i)), numeric, categorical)
+        same = generate_frame(spec, day, rows, np.random.default_rng(3 * i + 1))
+        gated += bool(compare(profile, same, inputs=inputs).drifted)
+        effect_only += bool(compare(profile, same, DriftThresholds(alpha=1.0), inputs=inputs).drifted)
+        drifted = generate_frame(spec, day, rows, np.random.default_rng(3 * i + 2), drifted=True)
+        for f in compare(profile, drifted, inputs=inputs).drifted:
+            found[f.feature] += 1
+    return {
+        "rows (reference = current)": rows,
+        "pairs": pairs,
+        "false_alarm_rate": gated / pairs,
+        "false_alarm_rate_effect_floors_only": effect_only / pairs,
+        "detection_rate": {name: n / pairs for name, n in sorted(found.items(), key=lambda kv: -kv[1]) if n},
+    }
+
+
 EVIDENTLY_SCRIPT = """
 import sys, time, pandas as pd
 from evidently import Report
@@ -94,6 +128,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--evidently-python", default=".kennel/bench-evidently/bin/python")
+    parser.add_argument("--pairs", type=int, default=100, help="demo day pairs per row count for the decisions")
+    parser.add_argument("--decision-rows", type=int, nargs="*", default=[200, 300, 2000])
     args = parser.parse_args()
     ref, cur = make_data()
     numeric = [c for c in ref.columns if c.startswith("n")]
@@ -128,6 +164,7 @@ def main() -> None:
         result["evidently / kennel"] = round(evidently_s / kennel_s, 1)
     else:
         result["evidently"] = f"not run: {evidently} missing (see this file's docstring)"
+    result["demo_decisions"] = [demo_decisions(args.pairs, rows) for rows in args.decision_rows]
     print(json.dumps(result, indent=2))
 
 

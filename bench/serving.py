@@ -12,6 +12,10 @@ both with wrk, one scenario after the other, each after a warm-up run:
 
 - single records: POST /predict, 1,000 distinct records in rotation, at 1 and 8 connections
   (closed loop: a connection sends its next request when the answer arrives);
+- explanations: POST /explain against POST /predict on the Bento, one connection, the same records,
+  alternating request by request (a Python keep-alive client, timing each answer) so both meet the
+  same load on the machine, which wrk's runs one after the other do not; p50/p99 per route and the
+  p99 ratio;
 - 1,000-row batches: POST /predict_batch ({"records": [...]}), POST /predict_columns (one JSON
   list per field) and POST /predict_arrow (an Arrow IPC stream), 4 distinct bodies in rotation, at
   1 and 4 connections; rows/s = requests/s x 1,000.
@@ -20,6 +24,9 @@ In-process figures use the same model (kennel.model.Model.load: nthread=1) on th
 the booster's inplace_predict on the training path's frame (to_model_frame), Model.score_matrix on
 the serving encoder's float32 matrix, and Model.score from Python dicts (frame building included).
 Time to ready: process start to the first 200 from GET /readyz, polled every 20 ms.
+
+--explain-only measures just that pairing (and the model calls in-process): no minimal app, no wrk
+runs; a short check of the explanation path.
 
 --write replaces the "Serving" section of BENCHMARKS.md with the table of this run; results are
 also printed and saved as JSON under .kennel/bench/serving-<time>.json.
@@ -57,7 +64,9 @@ GOALS = {
     "batch": "rows/s for 1,000-row batches >= 0.5x in-process",
     "rps": "single-record req/s >= 0.8x the minimal app at c=1 and c=8",
     "p99": "single-record p99 <= 10 ms at c=1",
+    "explain": "/explain p99 <= 2x /predict p99 at c=1 (same records, same server)",
 }
+EXPLAIN_P99_RATIO = 2.0
 
 
 # --- model and data ------------------------------------------------------------------------------
@@ -152,6 +161,23 @@ def in_process(model_dir: Path, records: list[dict[str, Any]]) -> dict[str, floa
         "inplace_predict_frame": _rate(lambda: model.booster.inplace_predict(frame), len(records)),
         "inplace_predict_matrix": _rate(lambda: model.score_matrix(matrix), len(records)),
         "score_from_dicts": _rate(lambda: model.score(records), len(records)),
+    }
+
+
+def in_process_single(model_dir: Path, records: list[dict[str, Any]]) -> dict[str, float]:
+    """Microseconds per single record, one thread: Model.score_matrix against Model.explain_matrix on the
+    serving encoder's one-row matrices (the two model calls of /predict and /explain)."""
+    from kennel.model import Model
+
+    model = Model.load(model_dir)
+    rows = [model.encoder.encode_frame([record]) for record in records]
+
+    def each(fn: Any) -> Any:
+        return lambda: [fn(row) for row in rows]
+
+    return {
+        "score_matrix_us": 1e6 / _rate(each(model.score_matrix), len(rows), min_seconds=1.0),
+        "explain_matrix_us": 1e6 / _rate(each(model.explain_matrix), len(rows), min_seconds=1.0),
     }
 
 
@@ -270,7 +296,59 @@ def wrk(url: str, script: Path, connections: int, seconds: float) -> dict[str, A
     return result
 
 
+def paired_latency(base_url: str, routes: tuple[str, ...], bodies: list[bytes], seconds: float) -> dict[str, Any]:
+    """Closed loop on one keep-alive connection, each body sent to every route in turn, so the routes
+    meet the same load: per route its answers, non-200 answers and p50/p99 latency in µs (client-side:
+    a Python client adds the same ~0.1 ms to each)."""
+    import http.client
+
+    import numpy as np
+
+    host, port = base_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    seconds_by_route: dict[str, list[float]] = {route: [] for route in routes}
+    errors = dict.fromkeys(routes, 0)
+    deadline, i = time.perf_counter() + seconds, 0
+    try:
+        while time.perf_counter() < deadline:
+            body = bodies[i % len(bodies)]
+            i += 1
+            for route in routes:
+                started = time.perf_counter()
+                conn.request("POST", route, body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                seconds_by_route[route].append(time.perf_counter() - started)
+                errors[route] += response.status != 200
+    finally:
+        conn.close()
+    return {
+        route: {
+            "requests": len(taken),
+            "errors": errors[route],
+            "p50_us": float(np.percentile(taken, 50) * 1e6),
+            "p99_us": float(np.percentile(taken, 99) * 1e6),
+        }
+        for route, taken in seconds_by_route.items()
+    }
+
+
 # --- report --------------------------------------------------------------------------------------
+
+
+def explain_lines(paired: dict[str, Any], single: dict[str, float]) -> list[str]:
+    """Table rows: /explain against /predict on the Bento (`paired_latency`), and the model calls behind them."""
+    predict, explain = paired["/predict"], paired["/explain"]
+    ratio = explain["p99_us"] / predict["p99_us"]
+    return [
+        f"| /predict and /explain alternating, c=1, {explain['requests']:,} each: p50 / p99 ms | "
+        f"{_ms(predict['p50_us'])} / {_ms(predict['p99_us'])} and {_ms(explain['p50_us'])} / "
+        f"{_ms(explain['p99_us'])} | | p99 {ratio:.2f}x | "
+        f"/explain <= {EXPLAIN_P99_RATIO:g}x /predict: {'met' if ratio <= EXPLAIN_P99_RATIO else 'not met'} |",
+        f"| one record in-process: score_matrix / explain_matrix, µs | {single['score_matrix_us']:,.0f} / "
+        f"{single['explain_matrix_us']:,.0f} | | {single['explain_matrix_us'] / single['score_matrix_us']:.2f}x | "
+        "reported |",
+    ]
 
 
 def _ms(us: float) -> str:
@@ -326,6 +404,7 @@ def report(results: dict[str, Any]) -> str:
                 f"{m_rows:,.0f} ({_ms(minimal['p50_us'])}) | {b_rows / m_rows:.2f}x | "
                 f"{ratio:.2f}x in-process: {'met' if ratio >= 0.5 else 'not met'} |"
             )
+    lines += explain_lines(results["explain"], results["in_process_single"])
     lines.append(
         f"| time to ready, s | {results['ready_s']['bento']:.1f} | {results['ready_s']['minimal']:.1f} | | reported |"
     )
@@ -393,9 +472,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=10, help="generated days to train on")
     parser.add_argument("--rows-per-day", type=int, default=2000)
     parser.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
+    parser.add_argument(
+        "--explain-only", action="store_true", help="only the Bento's /predict and /explain at 1 connection"
+    )
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         parser.error("wrk is not installed (apt-get install wrk)")
+    if args.write and args.explain_only:
+        parser.error("--write needs the whole run, not --explain-only")
 
     work = Path(tempfile.mkdtemp(prefix="kennel-bench-serving-"))
     os.environ.update({"BENTOML_HOME": str(work / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"})
@@ -419,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
         batches = [batch_records[i * BATCH_ROWS : (i + 1) * BATCH_ROWS] for i in range(BATCH_BODIES)]
 
         print("in-process …", flush=True)
-        ip = in_process(model_dir, batches[0])
+        ip = {} if args.explain_only else in_process(model_dir, batches[0])
+        single = in_process_single(model_dir, singles[:200])
 
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env["KENNEL_LAKE_ROOT"] = str(lake.root)
@@ -435,26 +520,31 @@ def main(argv: list[str] | None = None) -> int:
             bento_port,
         )
         servers.append(bento)
-        minimal = start_server(
-            "minimal",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "bench.serving_minimal_app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(minimal_port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            {**env, "KENNEL_BENCH_MODEL_DIR": str(model_dir), "PYTHONPATH": str(ROOT)},
-            work / "minimal.log",
-            minimal_port,
+        minimal = (
+            None
+            if args.explain_only
+            else start_server(
+                "minimal",
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "bench.serving_minimal_app:app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(minimal_port),
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ],
+                {**env, "KENNEL_BENCH_MODEL_DIR": str(model_dir), "PYTHONPATH": str(ROOT)},
+                work / "minimal.log",
+                minimal_port,
+            )
         )
-        servers.append(minimal)
+        if minimal is not None:
+            servers.append(minimal)
 
         scripts = {
             "single": lua_script("/predict", [json.dumps(r).encode() for r in singles], work, "single"),
@@ -472,10 +562,22 @@ def main(argv: list[str] | None = None) -> int:
                 media_type="application/vnd.apache.arrow.stream",
             ),
         }
-        plan = [("single", 1), ("single", 8)] + [(route, c) for route in BATCH_ROUTES for c in (1, 4)]
+        single_bodies = [json.dumps(r).encode() for r in singles]
+        paired_latency(bento.base_url, ("/predict", "/explain"), single_bodies, args.warmup)
+        paired = paired_latency(bento.base_url, ("/predict", "/explain"), single_bodies, args.duration)
+        print(
+            "bento    /predict, /explain alternating c=1: "
+            + "  ".join(
+                f"{route} p50 {_ms(r['p50_us'])} ms p99 {_ms(r['p99_us'])} ms errors {r['errors']}"
+                for route, r in paired.items()
+            ),
+            flush=True,
+        )
+        scenarios = [("single", 1), ("single", 8)] + [(route, c) for route in BATCH_ROUTES for c in (1, 4)]
+        plan = [] if args.explain_only else scenarios
         runs: dict[str, Any] = {}
         for scenario, connections in plan:
-            for server in (bento, minimal):
+            for server in servers:
                 url = server.base_url
                 wrk(url, scripts[scenario], connections, args.warmup)
                 cpu_before = server.cpu_seconds()
@@ -492,6 +594,11 @@ def main(argv: list[str] | None = None) -> int:
         for server in servers:
             server.stop()
         servers.clear()
+        if args.explain_only:
+            print(f"\nload average {load_before} before, {load_after} after")
+            print("\n".join(explain_lines(paired, single)))
+            return 0
+        assert minimal is not None
 
         from kennel.serving.prediction_log import read_predictions
 
@@ -527,6 +634,8 @@ def main(argv: list[str] | None = None) -> int:
                 "train_rows": int(args.days * args.rows_per_day * 0.8),
             },
             "in_process": ip,
+            "in_process_single": single,
+            "explain": paired,
             "ready_s": {"bento": bento.ready_s, "minimal": minimal.ready_s},
             "runs": runs,
             "logged_rows": logged,

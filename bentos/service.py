@@ -1,5 +1,6 @@
 """Kennel's BentoML service: one XGBoost classifier behind /predict, /predict_batch, /predict_columns,
-plus /feedback for the outcomes that arrive later.
+/predict_arrow, /explain (one record's score with the features that moved it most), plus /feedback for
+the outcomes that arrive later.
 
 Serve a Bento built by `kennel.serving.model_store.build_bento`:
 
@@ -25,9 +26,20 @@ Settings (environment, read at start-up; a bad value stops the start with a mess
                                   with no exporter configured its middleware costs ~0.25 ms of CPU
                                   per request, more than scoring one record)
   KENNEL_ACCESS_LOG               1 = BentoML's access log line per request (off by default)
+  KENNEL_EXPLAIN_TOP_K            features /explain lists by |contribution| (default 5; the others are
+                                  summed into `rest`)
 
 The request schemas are generated from the model's card and data-set spec; GET /docs.json is an
 OpenAPI 3.1 document that states them exactly (nullable fields, ranges, categories, closed objects).
+
+/explain takes /predict's body and answers what /predict answers (logged the same way, endpoint
+"/explain") plus the margin (log-odds), the bias and the KENNEL_EXPLAIN_TOP_K features with the
+largest exact TreeSHAP contributions (XGBoost's own), one entry per spec feature, the others summed
+as `rest`: bias + contributions + rest = margin. Latency bound: p99 at most 2x /predict's. Measured
+(bench/serving.py --explain-only: demo model of 55 trees of depth 6, one worker, 1 connection, the
+two routes alternating on the same records, 2 shared cores at load average 2.6-3.1): p50 1.3-1.4 ms,
+p99 3.0-3.4 ms, against /predict's 0.9 ms and 2.0-2.8 ms (p99 1.2-1.5x); the explanation itself
+costs ~0.3 ms of CPU per record.
 """
 
 import gc
@@ -56,6 +68,8 @@ from kennel.serving.api import (
     ApiDoc,
     ArrowReader,
     ColumnarPredictions,
+    Explanation,
+    FeatureContribution,
     FeedbackReceipt,
     InputError,
     Prediction,
@@ -66,6 +80,7 @@ from kennel.serving.api import (
     labels_at,
     openapi_document,
     request_models,
+    top_contributions,
     unseen_categories,
 )
 from kennel.serving.guard import (
@@ -103,6 +118,7 @@ REQUEST_TIMEOUT_S = env_int("KENNEL_REQUEST_TIMEOUT_S", 10)
 # this many rows; a request that waited longer than the latency bound is answered 503.
 BATCH_MAX_ROWS = 10_000
 BATCH_MAX_LATENCY_MS = REQUEST_TIMEOUT_S * 1000 // 2
+EXPLAIN_TOP_K = env_int("KENNEL_EXPLAIN_TOP_K", 5)
 
 
 def _manifest() -> BentoManifest:
@@ -151,6 +167,14 @@ EXAMPLE = example_record(SPEC, CARD)
 ARROW_ROUTE = "/predict_arrow"
 APIS = [
     ApiDoc("/predict", "Score one record", Record, Prediction, EXAMPLE),
+    ApiDoc(
+        "/explain",
+        f"Score one record and name the {EXPLAIN_TOP_K} features that moved its score most (exact TreeSHAP "
+        "contributions to the log-odds; the others summed as rest)",
+        Record,
+        Explanation,
+        EXAMPLE,
+    ),
     ApiDoc(
         "/predict_batch",
         f"Score 1 to {MAX_BATCH_RECORDS:,} records (adaptive batching across requests)",
@@ -250,6 +274,8 @@ class KennelService:
             warnings=warnings,
         )
         Prediction.model_validate(answer[0]).model_dump_json()
+        explained, _ = self._explain(columns, self.ids.issue(1)[0])
+        Explanation.model_validate(explained.model_dump()).model_dump_json()
 
     # Once, in the `bentoml serve` process before it starts the workers (kennel.serving.workers).
     serve_process_hook = bentoml.on_deployment(prepare_serve_process)
@@ -270,6 +296,29 @@ class KennelService:
     def _score_numbers(self, values: Mapping[str, np.ndarray], unseen: dict[str, np.ndarray], n_rows: int) -> Any:
         matrix = self.scorer.encoder.encode_numbers(values, n_rows)
         return self.scorer.score_matrix(matrix), self._warnings(matrix, unseen)
+
+    def _explain(self, columns: Mapping[str, Any], request_id: str) -> tuple[Explanation, RequestWarnings]:
+        """One record's answer with its explanation (the same matrix scored, as /predict scores it, and
+        explained), and its flags."""
+        matrix = self.scorer.encoder.encode(columns, 1)
+        probability = float(self.scorer.score_matrix(matrix)[0])
+        warnings = self._warnings(matrix, unseen_categories(columns, OTHER_FIELDS))
+        explained = top_contributions(self.scorer.explain_matrix(matrix), CARD, EXPLAIN_TOP_K)[0]
+        answer = Explanation.model_construct(
+            probability=probability,
+            label=int(probability >= CARD.threshold),
+            model_version=self.model_version,
+            request_id=request_id,
+            warnings=warnings.of_row(0) if warnings else [],
+            margin=explained.margin,
+            bias=explained.bias,
+            contributions=[
+                FeatureContribution.model_construct(feature=name, contribution=value)
+                for name, value in explained.contributions
+            ],
+            rest=explained.rest,
+        )
+        return answer, warnings
 
     def _warnings(self, matrix: np.ndarray, unseen: dict[str, np.ndarray]) -> RequestWarnings:
         return RequestWarnings.find(
@@ -313,6 +362,17 @@ class KennelService:
             request_id=request_ids[0],
             warnings=warnings.of_row(0) if warnings else [],
         )
+
+    @bentoml.api(route="/explain")
+    async def explain(self, record: Record, /) -> Explanation:  # type: ignore[valid-type]
+        """Score one record, as /predict does, and explain the score (see Explanation)."""
+        columns = record_columns([record], FIELDS)
+        answer, warnings = self._explain(columns, self.ids.issue(1)[0])
+        # Logged like /predict's answers (score and flags, not the explanation), so monitoring sees this traffic too.
+        self.log.append(
+            "/explain", [answer.request_id], np.array([answer.probability]), columns, warnings=warnings.log_column()
+        )
+        return answer
 
     @bentoml.api(
         route="/predict_batch",

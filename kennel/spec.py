@@ -438,6 +438,9 @@ class DatasetSpec(_Strict):
     label: Label
     features: tuple[Feature, ...] = Field(min_length=1)
     sensitive_columns: tuple[str, ...] = ()
+    # Monitoring slices beyond the sensitive columns: drift and performance are also measured per value of
+    # each of these (categorical or boolean features).
+    segments: tuple[str, ...] = ()
     split: Split
     quality: Quality = Quality()
     expectations: tuple[UserExpectation, ...] = Field(
@@ -481,6 +484,14 @@ class DatasetSpec(_Strict):
                 )
         if not self.model_features:
             raise ValueError("every feature is listed in sensitive_columns, which leaves the model no input")
+        for col in self.segments:
+            if col not in self.feature_names:
+                raise ValueError(f"segment {col!r} is not a declared feature; a segment slices monitoring by a feature")
+            if self.feature(col).type is FeatureType.numeric:
+                raise ValueError(
+                    f"segment {col!r} is numeric; monitoring slices by value, so a segment must be categorical or "
+                    "boolean (declare a banded copy of the column as a categorical feature to slice by it)"
+                )
         checks = [e.check_name for e in self.expectations]
         for e in self.expectations:
             unknown = [c for c in e.columns if c not in self.raw_columns]
@@ -524,12 +535,18 @@ class DatasetSpec(_Strict):
         """Every column a landed file must carry."""
         return [self.id_column, self.timestamp_column, *self.feature_names, self.label.column]
 
+    @property
+    def slice_columns(self) -> list[str]:
+        """The columns monitoring slices by: the sensitive columns, then the segments."""
+        return list(dict.fromkeys((*self.sensitive_columns, *self.segments)))
+
     def feature(self, name: str) -> Feature:
         return next(f for f in self.features if f.name == name)
 
     def fingerprint(self) -> str:
         """Stable hash of everything that changes what the pipeline does (not where files live)."""
-        payload = self.model_dump(mode="json", exclude={"spec_path", "source", "description", "owner"})
+        # Segments only slice monitoring: adding one changes neither the data nor the model.
+        payload = self.model_dump(mode="json", exclude={"spec_path", "source", "description", "owner", "segments"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def resolved_yaml(self) -> str:

@@ -39,16 +39,26 @@ def policy_from_env() -> RetrainPolicy:
         drifted_share=float(env("KENNEL_RETRAIN_DRIFTED_SHARE", default.drifted_share)),
         prediction_psi=float(env("KENNEL_RETRAIN_PREDICTION_PSI", default.prediction_psi)),
         auc_drop=float(env("KENNEL_RETRAIN_AUC_DROP", default.auc_drop)),
+        estimated_auc_drop=_optional_float(env("KENNEL_RETRAIN_ESTIMATED_AUC_DROP"), default.estimated_auc_drop),
+        estimated_min_rows=int(env("KENNEL_RETRAIN_ESTIMATED_MIN_ROWS", default.estimated_min_rows)),
         cooldown=timedelta(hours=float(env("KENNEL_RETRAIN_COOLDOWN_HOURS", default.cooldown.total_seconds() / 3600))),
         max_retrains_per_day=int(env("KENNEL_RETRAIN_MAX_PER_DAY", default.max_retrains_per_day)),
         min_new_validated_rows=int(env("KENNEL_RETRAIN_MIN_ROWS", default.min_new_validated_rows)),
     )
 
 
+def _optional_float(text: str | None, default: float | None) -> float | None:
+    """A threshold from the environment: unset keeps the default, "off" disables it."""
+    if text is None:
+        return default
+    return None if text.strip().lower() == "off" else float(text)
+
+
 def gather_signals(data: DatasetLake) -> list[PartitionSignal]:
     """One signal per day that has a verdict: failed validation, or validated and monitored."""
     drift = data.monitoring_records("data_drift")
     performance = data.monitoring_records("realized_performance")
+    estimated = data.monitoring_records("estimated_performance")
     signals = []
     for quality in data.quality_records():
         day = quality.day
@@ -59,10 +69,11 @@ def gather_signals(data: DatasetLake) -> list[PartitionSignal]:
                 )
             )
             continue
-        d, p = drift.get(day), performance.get(day)
+        d, p, e = drift.get(day), performance.get(day), estimated.get(day)
         drift_measured = d is not None and d.drifted_share is not None
         performance_measured = p is not None and p.status == "ok"
-        if not drift_measured and not performance_measured:
+        estimate_measured = e is not None and e.estimated_roc_auc is not None
+        if not (drift_measured or performance_measured or estimate_measured):
             continue  # validated but not monitored yet (e.g. no champion): nothing to decide on
         signals.append(
             PartitionSignal(
@@ -72,7 +83,12 @@ def gather_signals(data: DatasetLake) -> list[PartitionSignal]:
                 drifted_share=d.drifted_share if d else None,
                 prediction_psi=d.prediction_psi if d else None,
                 realized_auc=p.roc_auc if p else None,
-                champion_auc=p.champion_auc if p else None,
+                champion_auc=next(
+                    (r.champion_auc for r in (p, e) if r is not None and r.champion_auc is not None), None
+                ),
+                estimated_auc=e.estimated_roc_auc if estimate_measured and e else None,
+                estimated_rows=e.rows if estimate_measured and e else None,
+                concept_drift_suspected=e.concept_drift_suspected if e else None,
             )
         )
     return signals

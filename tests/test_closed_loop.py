@@ -1,17 +1,23 @@
 """The closed loop on the demo data, through Dagster's own APIs on a real instance: baseline → champion;
 drift → exactly one retrain → new champion and Bento; corrupt day → alert, no retrain; a drift burst in
-cooldown → one coalesced retrain; a restarted or previewed sensor repeats nothing."""
+cooldown → one coalesced retrain; a restarted or previewed sensor repeats nothing. Along the way every
+monitor records what it found: estimated performance (and, the labels having landed with the data, how
+wrong it was; concept drift where it was), slices, and explanation drift of served traffic."""
 
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 
-from kennel.demo import generate
+from kennel.demo import generate, generate_frame
 from kennel.lake.champion import ChampionRegistry
+from kennel.model import Model
+from kennel.serving.api import new_request_ids
+from kennel.serving.prediction_log import PredictionLog
 from sensors.retraining import SENSOR_NAME
 from tests.projects import Project, days, spec_file
 
@@ -57,6 +63,37 @@ def retrain(project: Project, request: dg.RunRequest) -> dg.ExecuteInProcessResu
     return result
 
 
+def serve_day(project: Project, day: str, *, bureau_outage: bool) -> None:
+    """Log a day of served traffic as the Bento does (kennel.serving.prediction_log), scored by the champion;
+    in a credit-bureau outage every applicant comes without a credit score."""
+    spec, data = project.spec, project.lake.dataset(project.spec.name)
+    champion = ChampionRegistry(data).current()
+    model = Model.load(champion.model_dir)
+    # Ids after the landed ones: a served record that also landed would count once, through its landed row.
+    frame = generate_frame(
+        spec,
+        pd.Timestamp(day).date(),
+        ROWS,
+        np.random.default_rng([99, pd.Timestamp(day).dayofyear]),
+        first_seq=ROWS + 1,
+    )
+    if bureau_outage:
+        frame["credit_score"] = np.nan
+    log = PredictionLog(data, spec, model_tag=champion.model_tag, threshold=model.card.threshold)
+    columns = {c: frame[c].tolist() for c in [spec.id_column, *spec.feature_names]}
+    log.append(
+        "/predict_batch", new_request_ids(ROWS), model.score(frame), columns, at=pd.Timestamp(day).timestamp() + 3600
+    )
+    log.close()
+
+
+def monitor_traffic(project: Project, day: str) -> None:
+    """Materialize the monitors of served traffic for one day."""
+    job = project.defs.resolve_implicit_global_asset_job_def()
+    keys = [dg.AssetKey("serving_drift"), dg.AssetKey("attribution_drift")]
+    assert job.execute_in_process(instance=project.instance, asset_selection=keys, partition_key=day).success
+
+
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("loop")
@@ -75,6 +112,13 @@ def loop(tmp_path_factory):
         assert project.run("ingest_daily", d[:4]).success
         assert project.run("train_and_package").success
         timeline["first_champion"] = ChampionRegistry(project.lake.dataset(project.spec.name)).current()
+        # Served traffic on two days: like the training rows, then without the model's strongest input.
+        serve_day(project, d[2], bureau_outage=False)
+        serve_day(project, d[3], bureau_outage=True)
+        monitor_traffic(project, d[2])
+        monitor_traffic(project, d[3])
+        timeline["attribution_drift"] = project.lake.dataset(project.spec.name).monitoring_records("attribution_drift")
+        timeline["attribution_metadata"] = project.metadata("attribution_drift")
         assert project.run("monitor_daily", d[:4]).success  # monitoring needs a champion to compare to
         timeline["baseline_tick"] = first = tick(project, None)
 
@@ -102,6 +146,9 @@ def loop(tmp_path_factory):
         monkeypatch.setenv("KENNEL_RETRAIN_COOLDOWN_HOURS", "0")
         timeline["released_tick"] = tick(project, burst.cursor)
         timeline["decisions"] = project.lake.dataset(project.spec.name).decisions()
+        timeline["estimated"] = project.lake.dataset(project.spec.name).monitoring_records("estimated_performance")
+        timeline["data_drift"] = project.lake.dataset(project.spec.name).monitoring_records("data_drift")
+        timeline["estimated_metadata"] = project.metadata("estimated_performance")
         timeline["webhook"] = webhook.received
         yield project, timeline
     monkeypatch.undo()
@@ -154,3 +201,53 @@ def test_every_decision_is_reported_to_dagster(loop):
     assert [e.metadata["decision_id"].value for e in events] == [d.decision_id for d in t["decisions"]]
     assert {e.asset_key for e in events} == {dg.AssetKey("retraining_decisions")}
     assert {e.metadata["action"].value for e in events} == {"skip", "retrain", "alert"}
+
+
+def test_estimated_performance_is_recorded_with_its_error_and_flags_concept_drift(loop):
+    _, t = loop
+    estimated = t["estimated"]
+    baseline = [estimated[d] for d in ("2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04")]
+    drifted = [estimated[d] for d in ("2026-01-05", "2026-01-06", "2026-01-07", "2026-01-08")]
+    for record in baseline + drifted:
+        auc = record.estimates["roc_auc"]
+        assert record.status == "ok" and auc.value == record.estimated_roc_auc
+        assert auc.low <= auc.value <= auc.high
+        # The labels landed with the data: the estimate is checked against them on the same rows (on the
+        # days with served traffic too, whose requests have no label: rows, not labelled rows, grew).
+        assert record.labelled_rows == ROWS and record.roc_auc is not None and "roc_auc" in record.estimation_error
+        if record.rows == ROWS:
+            assert record.estimation_error["roc_auc"] == pytest.approx(record.estimated_roc_auc - record.roc_auc)
+    assert estimated["2026-01-03"].rows == estimated["2026-01-04"].rows == 2 * ROWS
+    # The drift scenario changes how the label depends on the inputs: the scores promise more than the
+    # labels deliver, which estimation cannot see and the comparison with realized does.
+    assert not any(r.concept_drift_suspected for r in baseline)
+    assert all(r.concept_drift_suspected for r in drifted)
+    noted = {d.days[0] for d in t["decisions"] if d.reason.startswith("signal noted: concept drift")}
+    # (Days 10-11 return to the baseline world, a concept change for the champion trained on the drift.)
+    assert noted >= {"2026-01-05", "2026-01-06", "2026-01-07", "2026-01-08"}
+    assert not noted & {"2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"}
+    assert "estimation_mean_abs_error_roc_auc" in t["estimated_metadata"]
+    assert "error_roc_auc" in t["estimated_metadata"]["over_time"]
+
+
+def test_monitors_report_slices_worst_first(loop):
+    project, t = loop
+    for record in (t["data_drift"]["2026-01-06"], t["estimated"]["2026-01-06"]):
+        assert {s.column for s in record.slices} == set(project.spec.slice_columns) == {"region", "channel"}
+        judged = [s for s in record.slices if s.status not in ("insufficient_data", "no_reference")]
+        assert judged and [s.severity for s in judged] == sorted((s.severity for s in judged), reverse=True)
+        assert record.slices[: len(judged)] == judged
+    # The drift scenario moves applicants online: the channel slices drift, found inside the slices too.
+    assert any(s.status == "drifted" for s in t["data_drift"]["2026-01-06"].slices)
+    assert "slices_worst_first" in t["estimated_metadata"]
+
+
+def test_explanation_drift_of_served_traffic(loop):
+    _, t = loop
+    same, outage = t["attribution_drift"]["2026-01-03"], t["attribution_drift"]["2026-01-04"]
+    assert same.rows == outage.rows == ROWS
+    assert same.status == "ok" and same.attributions
+    # Without credit scores the model leans on other features: its explanations say so.
+    assert outage.status == "drifted" and "credit_score" in outage.drifted_features
+    assert outage.attributions[0]["feature"] in outage.drifted_features  # most drifted first
+    assert "credit_score" in t["attribution_metadata"]["attributions_by_severity"]

@@ -124,3 +124,35 @@ def test_concurrent_evaluations_log_each_decision_once(tmp_path):
         logged_by = list(pool.map(lambda _: evaluate(), range(8)))
     assert sorted(len(new) for new in logged_by) == [0] * 7 + [len(records)]
     assert [r.decision_id for r in data.decisions()] == [r.decision_id for r in records]
+
+
+def estimated(day, auc, rows=2000, champion_auc=0.85):
+    return PartitionSignal(
+        day=day, quality_passed=True, rows=rows, estimated_auc=auc, estimated_rows=rows, champion_auc=champion_auc
+    )
+
+
+def test_an_estimated_drop_retrains_marked_as_an_estimate():
+    decisions, _ = decide(POLICY, [estimated("2026-02-01", 0.78)], LoopState(), T0)
+    noted = [d for d in decisions if d.reason.startswith("signal noted")]
+    assert len(noted) == 1 and "estimated performance decay (no labels)" in noted[0].reason
+    assert noted[0].numbers["estimated_auc"] == 0.78 and decisions[-1].action == "retrain"
+    assert decisions[-1].thresholds["estimated_auc_drop"] == POLICY.estimated_auc_drop
+
+
+def test_an_estimate_on_too_few_rows_or_a_disabled_policy_does_not_retrain():
+    few, _ = decide(POLICY, [estimated("2026-02-01", 0.70, rows=300)], LoopState(), T0)
+    assert [d.action for d in few] == ["skip"] and few[0].reason == "no drift or decay above thresholds"
+    off = RetrainPolicy(estimated_auc_drop=None, min_new_validated_rows=500)
+    disabled, _ = decide(off, [estimated("2026-02-01", 0.70)], LoopState(), T0)
+    assert [d.action for d in disabled] == ["skip"]
+
+
+def test_a_cursor_saved_before_estimates_existed_keeps_its_fingerprints():
+    """Signal fields added later enter a fingerprint only once set: a sensor upgraded in place does not
+    decide every day it already decided on again."""
+    _, state = decide(POLICY, [drift("2026-02-01")], LoopState(), T0)
+    again, _ = decide(POLICY, [drift("2026-02-01")], state, T0 + timedelta(hours=1))
+    assert again == []
+    # The fingerprint the code before estimates gave this signal (kennel/monitoring/retraining.py, issue 12).
+    assert state.seen["2026-02-01"] == "aa2875cfdfa9"

@@ -493,9 +493,15 @@ def test_openapi_document_is_the_services_own(served: Served) -> None:
     doc = requests.get(f"{served.base_url}/docs.json", timeout=10).json()
     assert doc["openapi"] == "3.1.0"
     assert doc["info"]["version"] == served.model_tag
-    assert {"/predict", "/predict_batch", "/predict_columns", "/predict_arrow", "/feedback", "/readyz"} <= set(
-        doc["paths"]
-    )
+    assert {
+        "/predict",
+        "/explain",
+        "/predict_batch",
+        "/predict_columns",
+        "/predict_arrow",
+        "/feedback",
+        "/readyz",
+    } <= set(doc["paths"])
     record = doc["components"]["schemas"]["CreditDemoRecord"]
     assert set(served.card.feature_names) <= set(record["properties"])
     assert record["additionalProperties"] is False
@@ -538,7 +544,7 @@ def test_schemathesis_finds_no_server_errors(served: Served, tmp_path: Path) -> 
         env={**os.environ, "SCHEMATHESIS_HOOKS": str(hooks)},
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert re.search(r"Tested: 9\b", result.stdout), result.stdout[-3000:]
+    assert re.search(r"Tested: 10\b", result.stdout), result.stdout[-3000:]
 
 
 # --- prediction log and feedback -----------------------------------------------------------------
@@ -662,3 +668,110 @@ def test_each_build_pins_its_own_model(served: Served, tmp_path: Path) -> None:
     manifest = json.loads((Path(bento.path) / "src" / "kennel_model.json").read_text())
     assert manifest == {"model_tag": second, "lake_root": str(other_lake.root)}
     assert "service" not in sys.modules
+
+
+# --- /explain ------------------------------------------------------------------------------------
+
+EXPLAIN_TOP_K = 5  # the service's default: the served fixture leaves KENNEL_EXPLAIN_TOP_K unset
+EXPLANATION_FIELDS = {"margin", "bias", "contributions", "rest"}
+
+
+def _explain(served: Served, record: dict[str, Any]) -> dict[str, Any]:
+    resp = _post(served, "/explain", record)
+    assert resp.status_code == 200, resp.text
+    answer = resp.json()
+    assert set(answer) == {"probability", "label", "model_version", "request_id", "warnings"} | EXPLANATION_FIELDS
+    return answer
+
+
+def test_explain_scores_like_predict_and_its_contributions_sum_to_the_margin(served: Served) -> None:
+    records, expected = served.records[30:42], served.expected[30:42]
+    matrix = served.model.encoder.encode_frame(records)
+    in_process = served.model.explain_matrix(matrix)
+    margins = served.model.booster.inplace_predict(matrix, predict_type="margin", validate_features=False)
+    for record, probability, contributions, margin in zip(records, expected, in_process, margins):
+        predicted = _post(served, "/predict", record).json()
+        answer = _explain(served, record)
+        _check_answer({k: v for k, v in answer.items() if k not in EXPLANATION_FIELDS}, served, probability)
+        assert answer["probability"] == predicted["probability"]
+        assert answer["request_id"] != predicted["request_id"]
+        listed = answer["contributions"]
+        values = [c["contribution"] for c in listed]
+        assert len(listed) == EXPLAIN_TOP_K
+        # The k largest by |contribution|, largest first, each a feature of the card (never a category).
+        by_feature = dict(zip(served.card.feature_names, contributions[:-1].tolist()))
+        largest = sorted(by_feature, key=lambda name: -abs(by_feature[name]))[:EXPLAIN_TOP_K]
+        assert [c["feature"] for c in listed] == largest
+        assert values == pytest.approx([by_feature[name] for name in largest], abs=1e-6)
+        assert answer["rest"] == pytest.approx(sum(by_feature.values()) - sum(values), abs=1e-5)
+        assert answer["bias"] == pytest.approx(float(contributions[-1]), abs=1e-6)
+        assert sum(values) + answer["rest"] + answer["bias"] == pytest.approx(answer["margin"], abs=1e-9)
+        assert answer["margin"] == pytest.approx(float(margin), abs=1e-5)
+        p = answer["probability"]
+        # logit of a float32 probability: its rounding grows as p nears 0 or 1.
+        assert answer["margin"] == pytest.approx(np.log(p / (1 - p)), abs=1e-5 + 1e-6 / min(p, 1 - p))
+
+
+def test_explain_flags_what_predict_flags(served: Served) -> None:
+    # At the spec's bounds, outside what the synthetic training rows held.
+    record = {**served.records[6], "age": 100.0, "annual_income": 5_000_000.0}
+    flags = _post(served, "/predict", record).json()["warnings"]
+    assert {"field": "age", "kind": "out_of_distribution"} in flags
+    assert _explain(served, record)["warnings"] == flags
+
+
+@pytest.mark.parametrize("case", sorted(case for case, (route, _, _) in MALFORMED.items() if route == "/predict"))
+def test_explain_refuses_what_predict_refuses(served: Served, case: str) -> None:
+    _, make_body, field = MALFORMED[case]
+    _assert_rejected(_post(served, "/explain", make_body(served.records[3])), field)
+
+
+def test_explain_refuses_bad_bodies_without_echoing_them(served: Served) -> None:
+    resp = requests.post(
+        f"{served.base_url}/explain", data=b'{"age": 4', headers={"Content-Type": "application/json"}, timeout=30
+    )
+    assert resp.status_code == 400 and resp.json()["detail"][0]["type"] == "json_invalid"
+    resp = requests.post(
+        f"{served.base_url}/explain",
+        data=json.dumps(served.records[0]),
+        headers={"Content-Type": "text/plain"},
+        timeout=30,
+    )
+    assert resp.status_code == 415
+    # Larger than the guard validates in place: screened in its child process, which must know the route.
+    planted = {**served.records[5], "application_id": "Z" * 200_000, "age": "old"}
+    resp = _post(served, "/explain", planted)
+    assert resp.status_code == 400, resp.text
+    assert len(resp.content) < 2_000 and "ZZZ" not in resp.text
+    assert {tuple(e["loc"]) for e in resp.json()["detail"]} == {("application_id",), ("age",)}
+
+
+def test_explain_is_documented(served: Served) -> None:
+    doc = requests.get(f"{served.base_url}/docs.json", timeout=10).json()
+    answer = doc["paths"]["/explain"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer == {"$ref": "#/components/schemas/Explanation"}
+    schema = doc["components"]["schemas"]["Explanation"]
+    assert EXPLANATION_FIELDS | {"probability", "request_id"} <= set(schema["properties"])
+    request = doc["paths"]["/explain"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert request == doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+
+
+def test_explained_answers_land_in_the_prediction_log(served: Served) -> None:
+    from kennel.serving.prediction_log import read_predictions
+
+    records = [{**r, "application_id": f"explain-{i}"} for i, r in enumerate(served.records[50:53])]
+    answers = {a["request_id"]: (a, r) for a, r in ((_explain(served, r), r) for r in records)}
+    deadline = time.monotonic() + 30  # the log is written every second
+    while True:
+        frame = read_predictions(Lake(served.lake).dataset("credit_demo"), with_feedback=False)
+        frame = frame[frame["request_id"].isin(answers)]
+        if len(frame) == len(answers) or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    assert len(frame) == len(answers), frame
+    assert not EXPLANATION_FIELDS & set(frame.columns)  # the score is logged, not its explanation
+    for row in frame.itertuples(index=False):
+        answer, record = answers[row.request_id]
+        assert row.endpoint == "/explain"
+        assert row.probability == answer["probability"] and row.predicted_label == answer["label"]
+        assert row.application_id == record["application_id"] and row.age == record["age"]

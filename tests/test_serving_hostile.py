@@ -95,6 +95,7 @@ def _arrow_dictionary(records: list[dict[str, Any]]) -> bytes:
 def _valid_json_bodies(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "/predict": records[0],
+        "/explain": records[1],
         "/predict_batch": {"records": records[:5]},
         "/predict_columns": {name: [r[name] for r in records[:5]] for name in records[0]},
         "/feedback": {"labels": [{"request_id": "0" * 32, "label": 1}, {"request_id": "f" * 32, "label": 0}]},

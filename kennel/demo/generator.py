@@ -1,4 +1,4 @@
-"""Deterministic demo data: daily landed files for a data-set spec, in three scenarios.
+"""Deterministic demo data: daily landed files for a data-set spec, in four scenarios.
 
 `python -m kennel.demo` writes one folder per day, ``<out>/<YYYY-MM-DD>/part-00000.<csv|parquet>``,
 holding ``spec.raw_columns`` as text. The built-in ``credit_demo`` spec gets a realistic generator
@@ -10,6 +10,9 @@ Scenarios:
 * ``baseline`` – clean data from a stable world.
 * ``drift`` – from ``drift_start_day`` on, the inputs shift (covariate drift) and the label's
   dependence on them changes (concept drift). Days before it are identical to ``baseline``.
+* ``covariate_shift`` – from ``drift_start_day`` on, the inputs shift exactly as in ``drift``, but
+  P(label | features) stays the baseline's: the world label-free performance estimation assumes.
+  Its files are byte-identical to ``drift``'s but for the labels of the shifted days.
 * ``corrupt`` – baseline data with a few % malformed rows per day, one problem per row, covering
   every :class:`~kennel.ingestion.reasons.Reason`; the report says how many rows cleaning must quarantine
   under each reason.
@@ -43,7 +46,9 @@ from kennel.spec import MAX_CATEGORY_LENGTH, MAX_ID_LENGTH, DatasetSpec, Feature
 # all (Reason.unreadable_file) is file-level breakage, covered by the malformed-input corpus tests.
 ROW_REASONS = [r for r in Reason if r is not Reason.unreadable_file]
 
-SCENARIOS = ("baseline", "drift", "corrupt")
+SCENARIOS = ("baseline", "drift", "covariate_shift", "corrupt")
+# The scenarios whose days shift from drift_start_day on, and whether the label model changes with them.
+SHIFTING_SCENARIOS = {"drift": True, "covariate_shift": False}
 FILE_FORMATS = ("csv", "parquet")
 
 # Corrupt scenario: share of a day's lines per injected problem kind (10 kinds ≈ 4 % of lines),
@@ -183,8 +188,12 @@ def _uses_credit_model(spec: DatasetSpec) -> bool:
     return True
 
 
-def _credit_features(n: int, rng: np.random.Generator, drifted: bool) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Applicant attributes, rounded as written and with their missing values, and P(default)."""
+def _credit_features(
+    n: int, rng: np.random.Generator, drifted: bool, concept: bool
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Applicant attributes, rounded as written and with their missing values, and P(default).
+    `drifted` shifts the applicants (covariate drift), `concept` the default model; the random draws are
+    the same either way, so one seed gives the same applicants under both."""
     cats = _CREDIT_CATEGORIES
     age = np.clip(np.round(18 + rng.gamma(3.0, 6.5, n)), 18, 90)
     # One latent "financial strength" drives income, score, delinquencies and utilisation together.
@@ -268,23 +277,23 @@ def _credit_features(n: int, rng: np.random.Generator, drifted: bool) -> tuple[d
     # makes revolving-credit stress and the online channel much riskier, turns repeat customers from
     # safer to riskier (refinancing to stay afloat) and hits one region with a local downturn; strong
     # enough that a model trained before the drift is measurably worse after it.
-    dti_cliff = 0.25 if drifted else 0.43
+    dti_cliff = 0.25 if concept else 0.43
     logit = (
         _CREDIT_INTERCEPT
-        - (0.1 if drifted else 0.85) * (score - 680) / 60
+        - (0.1 if concept else 0.85) * (score - 680) / 60
         + 0.9 * (dti > dti_cliff) + 1.6 * np.clip(dti - dti_cliff, 0, 2)
-        + 0.7 * utilization + (0.9 if drifted else 0.35) * utilization * np.minimum(delinquencies, 6)
+        + 0.7 * utilization + (0.9 if concept else 0.35) * utilization * np.minimum(delinquencies, 6)
         + 0.18 * np.minimum(delinquencies, 6)
         + 0.08 * np.minimum(inquiries, 10)
         + 0.15 * (rate - 10)
-        - (0.0 if drifted else 0.18) * (np.log1p(savings) - 8)
+        - (0.0 if concept else 0.18) * (np.log1p(savings) - 8)
         + 0.35 * ((age - 45) / 20) ** 2
         + _PURPOSE_RISK[purpose_idx]
         + 0.9 * unemployed + 0.25 * (employment == "contractor")
-        - 0.5 * cosigner + (1.0 if drifted else -0.35) * repeat
-        + 0.25 * (channel == "broker") + (1.4 if drifted else 0.0) * (channel == "online")
-        + 0.25 * (term > 60) + 0.25 * (region == "south") + (1.5 if drifted else 0.0) * (region == "east")
-        - (2.0 if drifted else 0.0)  # keeps the default rate in range despite the added risks
+        - 0.5 * cosigner + (1.0 if concept else -0.35) * repeat
+        + 0.25 * (channel == "broker") + (1.4 if concept else 0.0) * (channel == "online")
+        + 0.25 * (term > 60) + 0.25 * (region == "south") + (1.5 if concept else 0.0) * (region == "east")
+        - (2.0 if concept else 0.0)  # keeps the default rate in range despite the added risks
         + rng.normal(0, 1.0, n)  # life events no application form records
     )  # fmt: skip
 
@@ -386,10 +395,10 @@ def _generic_world(spec: DatasetSpec) -> _GenericWorld:
 
 
 def _generic_features(
-    spec: DatasetSpec, n: int, rng: np.random.Generator, drifted: bool
+    spec: DatasetSpec, n: int, rng: np.random.Generator, drifted: bool, concept: bool
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     world = _generic_world(spec)
-    weights = world.weights[1 if drifted else 0]
+    weights = world.weights[1 if concept else 0]
     values: dict[str, np.ndarray] = {}
     logit = np.full(n, world.intercept)
     for f in spec.features:
@@ -424,18 +433,27 @@ def _generic_features(
 
 
 def generate_frame(
-    spec: DatasetSpec, day: date, rows: int, rng: np.random.Generator, *, drifted: bool = False, first_seq: int = 1
+    spec: DatasetSpec,
+    day: date,
+    rows: int,
+    rng: np.random.Generator,
+    *,
+    drifted: bool = False,
+    concept_drift: bool | None = None,
+    first_seq: int = 1,
 ) -> pd.DataFrame:
-    """One day of clean records with exactly `spec.raw_columns`, sorted by time.
+    """One day of clean records with exactly `spec.raw_columns`, sorted by time. `drifted` shifts the
+    inputs; `concept_drift` (default: the same as `drifted`) changes how the label depends on them.
 
     Types: the id is ``<prefix>-<YYYYMMDD>-<seq:06d>`` (seq from `first_seq`), the timestamp a
     second-resolution datetime64 within `day`, numerics float (NaN = missing), categoricals
     str/None, booleans True/False/None, the label the spec's positive or negative value.
     """
+    concept = drifted if concept_drift is None else concept_drift
     if _uses_credit_model(spec):
-        values, p_positive = _credit_features(rows, rng, drifted)
+        values, p_positive = _credit_features(rows, rng, drifted, concept)
     else:
-        values, p_positive = _generic_features(spec, rows, rng, drifted)
+        values, p_positive = _generic_features(spec, rows, rng, drifted, concept)
     timestamps = _timestamps(day, rows, rng)
     positive = rng.random(rows) < p_positive
 
@@ -719,9 +737,9 @@ def generate(
         raise ValueError(f"the corrupt scenario needs at least {MIN_CORRUPT_ROWS} rows per day, got {rows_per_day}")
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
-    if drift_start_day is not None and scenario != "drift":
-        raise ValueError("drift_start_day applies to the drift scenario only")
-    if scenario == "drift":
+    if drift_start_day is not None and scenario not in SHIFTING_SCENARIOS:
+        raise ValueError(f"drift_start_day applies to the {' and '.join(SHIFTING_SCENARIOS)} scenarios only")
+    if scenario in SHIFTING_SCENARIOS:
         drift_start_day = days // 2 if drift_start_day is None else drift_start_day
         if not 0 <= drift_start_day < days:
             raise ValueError(f"drift_start_day must be a day index in 0..{days - 1}, got {drift_start_day}")
@@ -741,7 +759,9 @@ def generate(
         # Seeding by (seed, day index) only: days before a drift start match baseline exactly.
         rng = np.random.default_rng([seed, i])
         drifted = drift_start_day is not None and i >= drift_start_day
-        rows = frame_to_rows(spec, generate_frame(spec, day, records, rng, drifted=drifted))
+        concept = drifted and SHIFTING_SCENARIOS.get(scenario, False)
+        frame = generate_frame(spec, day, records, rng, drifted=drifted, concept_drift=concept)
+        rows = frame_to_rows(spec, frame)
         reasons: Counter[str] = Counter()
         if scenario == "corrupt":
             rows, reasons = _corrupt_day(_Corruptor(spec, rng, file_format), rows, per_kind, rng)

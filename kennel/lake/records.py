@@ -91,7 +91,9 @@ class QualityRecord(Record):
 
 # --- monitoring: one per data set, day and kind, written by the monitoring assets ---------------------
 
-MonitoringKind = Literal["data_drift", "serving_drift", "realized_performance"]
+MonitoringKind = Literal[
+    "data_drift", "serving_drift", "realized_performance", "estimated_performance", "attribution_drift"
+]
 
 
 class FeatureDriftRow(Record):
@@ -109,6 +111,29 @@ class FeatureDriftRow(Record):
     ks_statistic: float | None = None
     ks_pvalue: float | None = None
     severity: float = 0.0
+
+
+class MetricEstimate(Record):
+    """A metric estimated without labels, with the interval the realized value is expected in; `value`
+    is None (and `reason` says why) when the rows cannot support an estimate."""
+
+    value: float | None = None
+    low: float | None = None
+    high: float | None = None
+    reason: str | None = None
+
+
+class SliceRow(Record):
+    """One slice (a value of a sensitive or segment column) of a monitoring record; the measurements of
+    each kind (drift statistics, metrics) are kept as they come."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    column: str
+    value: str
+    rows: int
+    status: str  # ok | drifted | decayed | insufficient_data | no_reference …
+    severity: float = 0.0  # how bad, comparable within a record: slices are listed worst first
 
 
 class MonitoringRecord(Record):
@@ -134,6 +159,8 @@ class MonitoringRecord(Record):
     mean_score: float | None = None
     reference_mean_score: float | None = None
     features: list[FeatureDriftRow] = []
+    # Drifted columns the model does not read (sensitive columns): reported, never counted in drifted_share.
+    drifted_non_inputs: list[str] = []
     # serving_drift: values the service scored but flagged, per "kind:field" (kennel.serving.api warnings)
     input_warnings: dict[str, int] = {}
     # realized performance
@@ -142,6 +169,19 @@ class MonitoringRecord(Record):
     champion_auc: float | None = None
     late_labelled_rows: int | None = None  # of `rows`: labelled late (a label file or /feedback), not as landed
     groups: dict[str, list[dict[str, Any]]] = {}  # sensitive column → per-group metric rows
+    # estimated performance (no labels needed): metric → estimate; the rows whose label is known by now,
+    # and on them the estimate's error (estimate − realized, the same rows) per metric
+    estimates: dict[str, MetricEstimate] = {}
+    estimated_roc_auc: float | None = None
+    labelled_rows: int | None = None
+    estimation_error: dict[str, float] = {}
+    # realized − estimated ROC-AUC on the labelled rows beyond what the estimate's interval allows: the
+    # labels no longer follow the scores as they did (concept drift), which no estimate can see
+    concept_drift_suspected: bool | None = None
+    # every kind: per-slice rows, worst first
+    slices: list[SliceRow] = []
+    # attribution_drift: per-feature rows, most drifted first
+    attributions: list[dict[str, Any]] = []
 
 
 # --- the retraining loop's decision log ---------------------------------------------------------------

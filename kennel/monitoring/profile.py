@@ -3,22 +3,27 @@ data and of its scores, and realized performance once labels exist."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from kennel.lake.records import SliceRow
+from kennel.model import Model
 from kennel.model.card import ModelCard, learned_category_list
 from kennel.monitoring.drift import (
+    MISSING,
     DriftReport,
     DriftThresholds,
     ReferenceProfile,
     binned_shares,
     build_profile,
     compare,
+    compare_slices,
     psi,
 )
+from kennel.monitoring.estimation import MISSING_GROUP as MISSING_SLICE
 from kennel.spec import DatasetSpec, FeatureType
 from kennel.training.evaluation import classification_metrics, group_metrics
 
@@ -27,7 +32,8 @@ SCORE = "__score__"  # the model's own output, profiled like a numeric feature f
 
 
 def build_reference(spec: DatasetSpec, train: pd.DataFrame, scores: np.ndarray, *, card: ModelCard) -> ReferenceProfile:
-    """Profile the training rows and the model's scores on them; stored next to the model.
+    """Profile the training rows and the model's scores on them, overall and per slice (each value of a
+    sensitive or segment column); stored next to the model.
 
     A learned categorical feature is profiled over the categories `card` froze (its model reads every
     other value as "other", and so does drift); a sensitive one, which the model does not read, over
@@ -42,7 +48,21 @@ def build_reference(spec: DatasetSpec, train: pd.DataFrame, scores: np.ndarray, 
         for f in spec.features
         if f.learned_categories is not None
     }
-    return build_profile(frame, numeric, categorical, learned=learned)
+    return build_profile(frame, numeric, categorical, learned=learned, slices=spec.slice_columns)
+
+
+def save_monitoring_reference(
+    spec: DatasetSpec, model: Model, train: pd.DataFrame, validation: pd.DataFrame, model_dir: Path
+) -> None:
+    """Everything monitoring compares the model against, written into its folder: the drift profile of
+    its training rows, the calibration of its scores on the validation window (for label-free estimation
+    only: served scores and the gate never use it) and the distribution of its explanations."""
+    from kennel.monitoring.attribution import build_attribution_profile, save_attribution_profile
+    from kennel.monitoring.estimation import fit_calibrator, save_calibrator
+
+    save_reference(build_reference(spec, train, model.score(train), card=model.card), model_dir)
+    save_calibrator(fit_calibrator(model.score(validation), validation["label"].to_numpy(dtype=int)), model_dir)
+    save_attribution_profile(build_attribution_profile(model, train), model_dir)
 
 
 def save_reference(profile: ReferenceProfile, model_dir: Path) -> Path:
@@ -75,7 +95,13 @@ class DriftSummary:
 
     @property
     def drifted_features(self) -> list[str]:
+        """Drifted model inputs (what drifted_share counts)."""
         return [f.feature for f in self.report.drifted]
+
+    @property
+    def drifted_non_inputs(self) -> list[str]:
+        """Drifted columns the model does not read (sensitive columns): reported apart."""
+        return [f.feature for f in self.report.other_drifted]
 
 
 @dataclass(frozen=True)
@@ -87,17 +113,21 @@ class RealizedPerformance:
     groups: dict[str, pd.DataFrame] = field(default_factory=dict)  # sensitive column → per-group metrics
 
 
+def _without_score(profile: ReferenceProfile) -> ReferenceProfile:
+    return replace(profile, numeric={k: v for k, v in profile.numeric.items() if k != SCORE})
+
+
 def drift_summary(
-    profile: ReferenceProfile, frame: pd.DataFrame, scores: np.ndarray, thresholds: DriftThresholds | None = None
+    profile: ReferenceProfile,
+    frame: pd.DataFrame,
+    scores: np.ndarray,
+    thresholds: DriftThresholds | None = None,
+    *,
+    inputs: list[str] | None = None,
 ) -> DriftSummary:
-    """Feature drift (all features but the score) and prediction drift (the score), in one pass."""
-    report = compare(
-        ReferenceProfile(
-            numeric={k: v for k, v in profile.numeric.items() if k != SCORE}, categorical=profile.categorical
-        ),
-        frame,
-        thresholds,
-    )
+    """Feature drift (all features but the score; `inputs`: the model's, which alone count in the drifted
+    share, None = all) and prediction drift (the score), in one pass."""
+    report = compare(_without_score(profile), frame, thresholds, inputs=inputs)
     score_ref = profile.numeric[SCORE]
     score_shares = binned_shares(np.asarray(scores, dtype=np.float64), np.array(score_ref.edges))
     return DriftSummary(
@@ -107,6 +137,31 @@ def drift_summary(
         mean_score=float(np.mean(scores)) if len(scores) else None,
         reference_mean_score=score_ref.mean,
     )
+
+
+def drift_slices(
+    profile: ReferenceProfile,
+    frame: pd.DataFrame,
+    thresholds: DriftThresholds | None = None,
+    *,
+    inputs: list[str] | None = None,
+) -> list[SliceRow]:
+    """Feature drift inside each slice the profile holds, against the same slice of the training rows,
+    worst first (a missing value's slice named as in every other slice table)."""
+    return [
+        SliceRow.model_validate(
+            {
+                "column": s.column,
+                "value": MISSING_SLICE if s.value == MISSING else s.value,
+                "rows": s.rows,
+                "status": s.status,
+                "severity": s.severity,
+                "drifted_share": s.drifted_share,
+                "drifted_features": list(s.drifted_features),
+            }
+        )
+        for s in compare_slices(_without_score(profile), frame, thresholds, inputs=inputs)
+    ]
 
 
 def realized_performance(

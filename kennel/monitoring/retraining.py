@@ -23,6 +23,10 @@ class RetrainPolicy:
     drifted_share: float = 0.2  # share of drifted features that counts as data-set drift
     prediction_psi: float = 0.2  # score-distribution shift that counts on its own
     auc_drop: float = 0.05  # realized AUC this far below the champion's test AUC is decay
+    # The same drop in the AUC estimated without labels (kennel.monitoring.estimation) counts too, on days
+    # with at least estimated_min_rows rows; None: estimates never trigger a retrain.
+    estimated_auc_drop: float | None = 0.05
+    estimated_min_rows: int = 1_000
     cooldown: timedelta = timedelta(hours=12)
     max_retrains_per_day: int = 2
     min_new_validated_rows: int = 1_000
@@ -40,6 +44,15 @@ class PartitionSignal:
     realized_auc: float | None = None
     champion_auc: float | None = None
     failed_checks: tuple[str, ...] = ()
+    estimated_auc: float | None = None  # estimated without labels, on `estimated_rows` rows
+    estimated_rows: int | None = None
+    # Realized AUC below what the calibrated scores promised (kennel.monitoring.performance).
+    concept_drift_suspected: bool | None = None
+
+
+# Signal fields added after cursors were first saved: they enter a fingerprint only once set, so a cursor
+# saved before keeps recognising the days it decided on.
+_LATER_FIELDS = ("estimated_auc", "estimated_rows", "concept_drift_suspected")
 
 
 @dataclass
@@ -105,7 +118,8 @@ def _decision(
 
 
 def _fingerprint(signal: PartitionSignal) -> str:
-    return hashlib.sha256(json.dumps(asdict(signal), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    content = {k: v for k, v in asdict(signal).items() if not (k in _LATER_FIELDS and v is None)}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _triggers(signal: PartitionSignal, policy: RetrainPolicy) -> list[str]:
@@ -120,6 +134,20 @@ def _triggers(signal: PartitionSignal, policy: RetrainPolicy) -> list[str]:
         and signal.champion_auc - signal.realized_auc >= policy.auc_drop
     ):
         reasons.append(f"performance decay: AUC {signal.realized_auc:.3f} vs champion {signal.champion_auc:.3f}")
+    if (
+        policy.estimated_auc_drop is not None
+        and signal.estimated_auc is not None
+        and signal.champion_auc is not None
+        and (signal.estimated_rows or 0) >= policy.estimated_min_rows
+        and signal.champion_auc - signal.estimated_auc >= policy.estimated_auc_drop
+    ):
+        # Marked as an estimate: no label has confirmed it yet.
+        reasons.append(
+            f"estimated performance decay (no labels): estimated AUC {signal.estimated_auc:.3f} on "
+            f"{signal.estimated_rows} rows vs champion {signal.champion_auc:.3f}"
+        )
+    if signal.concept_drift_suspected:
+        reasons.append("concept drift: realized AUC below the interval its label-free estimate gave")
     return reasons
 
 

@@ -100,6 +100,25 @@ class Prediction(_Answer):
     warnings: list[InputWarning] = Field(default=[], description="Inputs scored but flagged")
 
 
+class FeatureContribution(BaseModel):
+    feature: str = Field(
+        description="A model feature of the spec; a categorical one is one entry, never one per category"
+    )
+    contribution: float = Field(description="What it added to the margin (log-odds), exact TreeSHAP")
+
+
+class Explanation(Prediction):
+    """One answer (as /predict's) with the features that moved it: bias + contributions + rest ==
+    margin, the log-odds of `probability`."""
+
+    margin: float = Field(description="The model's log-odds, logit(probability) to float32 precision")
+    bias: float = Field(description="The margin's expected value over the training data (TreeSHAP base value)")
+    contributions: list[FeatureContribution] = Field(
+        description="The features with the largest |contribution|, largest first (ties in model order)"
+    )
+    rest: float = Field(description="The sum of every other feature's contribution")
+
+
 class ColumnarPredictions(_Answer):
     """Answers for a columnar request: one list entry per input row, in input order."""
 
@@ -467,6 +486,7 @@ class RequestModels(NamedTuple):
     def by_route(self) -> dict[str, type[BaseModel]]:
         return {
             "/predict": self.record,
+            "/explain": self.record,
             "/predict_batch": self.batch,
             "/predict_columns": self.columns,
             "/feedback": self.feedback,
@@ -578,6 +598,46 @@ def answer_rows(
         {"probability": p, "label": label, "model_version": model_version, "request_id": rid, "warnings": flags}
         for p, label, rid, flags in zip(np.asarray(probabilities).tolist(), labels, request_ids, flagged, strict=True)
     ]
+
+
+class TopContributions(NamedTuple):
+    """One row's explanation per spec feature: the `k` largest contributions by absolute value, the sum
+    of the others, the bias; contributions + rest + bias == margin (float64 sums of float32 values)."""
+
+    margin: float
+    bias: float
+    contributions: list[tuple[str, float]]  # (feature, contribution), largest |contribution| first
+    rest: float
+
+
+def top_contributions(contributions: np.ndarray, card: ModelCard, k: int) -> list[TopContributions]:
+    """Per row of `Model.explain_matrix` (rows x card features + bias), its `TopContributions`.
+
+    One entry per feature of the card, i.e. per model feature of the spec: categorical features are
+    native categoricals, one model column of codes each, so a feature's contribution is its column's
+    and no category ever appears as an entry of its own. Raises ValueError for another width or k < 1.
+    """
+    names = card.feature_names
+    if contributions.ndim != 2 or contributions.shape[1] != len(names) + 1:
+        raise ValueError(f"contributions of shape {contributions.shape}: expected rows x {len(names) + 1}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    values = contributions[:, :-1].astype(np.float64)
+    bias = contributions[:, -1].astype(np.float64)
+    # Stable: equal magnitudes keep the card's order, so an answer does not shuffle between calls.
+    ranked = np.argsort(-np.abs(values), axis=1, kind="stable")
+    explained = []
+    for row, order, base in zip(values, ranked, bias.tolist(), strict=True):
+        top, others = order[:k], order[k:]
+        explained.append(
+            TopContributions(
+                margin=float(row.sum()) + base,
+                bias=base,
+                contributions=[(names[j], value) for j, value in zip(top.tolist(), row[top].tolist(), strict=True)],
+                rest=float(row[others].sum()),
+            )
+        )
+    return explained
 
 
 # --- Arrow ---------------------------------------------------------------------------------------
