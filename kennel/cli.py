@@ -212,6 +212,20 @@ def status(args: argparse.Namespace) -> int:
                 f"  {m.day}  {flag:<5} drifted share {m.drifted_share:.2f}  "
                 f"prediction PSI {m.prediction_psi or 0:.3f}  {top}"
             )
+        estimated = data.monitoring_records("estimated_performance")
+        shown = [estimated[day] for day in sorted(estimated) if estimated[day].estimated_roc_auc is not None]
+        print(f"estimated  {'not measured yet (needs a champion)' if not shown else ''}")
+        for e in shown[-args.days :]:
+            auc = e.estimates["roc_auc"]
+            error = e.estimation_error.get("roc_auc")
+            checked = (
+                f"  realized {e.roc_auc:.3f} (error {error:+.3f})"
+                if e.roc_auc is not None and error is not None
+                else ""
+            )
+            concept = "  CONCEPT DRIFT" if e.concept_drift_suspected else ""
+            interval = f" [{auc.low:.3f}, {auc.high:.3f}]" if auc.low is not None and auc.high is not None else ""
+            print(f"  {e.day}  AUC {auc.value:.3f}{interval} on {e.rows} rows{checked}{concept}")
         decisions = data.decisions()[-args.days :]
         print(f"decisions  {'none yet' if not decisions else ''}")
         for d in decisions:

@@ -232,10 +232,17 @@ def print_summary(data: DatasetLake, first: ChampionEntry | None, drifted: list[
     if drifted:
         drift = data.monitoring_records("data_drift")
         performance = data.monitoring_records("realized_performance")
-        print("\n    Drift per day (data_drift, realized_performance: against the champion when the day was ingested):")
-        print(f"    {'day':<11} {'drifted features':<17} {'prediction PSI':<15} realized AUC (champion's test AUC)")
+        estimated = data.monitoring_records("estimated_performance")
+        print(
+            "\n    Drift and performance per day (data_drift, estimated_performance, realized_performance: against "
+            "the champion when the day was ingested; the estimate uses no label):"
+        )
+        print(
+            f"    {'day':<11} {'drifted features':<17} {'prediction PSI':<15} {'estimated AUC':<14} "
+            "realized AUC (champion's test AUC)"
+        )
         for day in drifted:
-            d, p = drift.get(day), performance.get(day)
+            d, p, e = drift.get(day), performance.get(day), estimated.get(day)
             if d is None or d.drifted_share is None:
                 print(f"    {day:<11} {d.status if d else 'not monitored'}")
                 continue
@@ -245,7 +252,10 @@ def print_summary(data: DatasetLake, first: ChampionEntry | None, drifted: list[
                 realized = f"{p.roc_auc:.3f} ({p.champion_auc:.3f})"
             else:
                 realized = p.status if p else "not measured"
-            print(f"    {day:<11} {features:<17} {psi:<15} {realized}")
+            guess = "" if e is None or e.estimated_roc_auc is None else f"{e.estimated_roc_auc:.3f}"
+            if e is not None and e.concept_drift_suspected:
+                realized += "  concept drift: below the estimate"
+            print(f"    {day:<11} {features:<17} {psi:<15} {guess:<14} {realized}")
 
     print(f"\n    Decisions of {sensor} (log: {data.decision_log()}):")
     # One line per action and days: a day's signals are separate decisions in the log.

@@ -6,7 +6,7 @@ import csv
 import re
 import time
 from collections import Counter
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -570,7 +570,7 @@ def test_cli_defaults_to_the_env_spec_and_its_landing_folder(
         (["--rows-per-day", "0"], "rows per day must be at least 1"),
         (["--scenario", "corrupt", "--rows-per-day", "5"], "at least 20 rows per day"),
         (["--scenario", "drift", "--days", "4", "--drift-start-day", "4"], "drift_start_day must be a day index"),
-        (["--drift-start-day", "1"], "drift scenario only"),
+        (["--drift-start-day", "1"], "drift and covariate_shift scenarios only"),
         (["--seed", "-1"], "seed must be non-negative"),
         (["--spec", "/nonexistent/spec.yaml"], "does not exist"),
     ],
@@ -608,3 +608,24 @@ def test_generate_frame_is_typed(spec: DatasetSpec) -> None:
     assert frame[spec.timestamp_column].dt.date.eq(date(2026, 1, 5)).all()
     assert set(frame[spec.label.column]) <= {1, 0}
     assert re.fullmatch(r"\d+(\.\d+)?", demo.frame_to_rows(spec, frame)[0][spec.raw_columns.index("interest_rate")])
+
+
+def test_covariate_shift_moves_the_inputs_of_the_drift_scenario_and_keeps_the_label_model(
+    spec: DatasetSpec, tmp_path: Path
+) -> None:
+    """The world label-free estimation assumes: from the drift start the inputs are the drift scenario's,
+    byte for byte, and the labels follow the baseline's model (so they differ from the drift scenario's)."""
+    kwargs = dict(days=4, rows_per_day=2000, drift_start_day=2)
+    covariate = demo.generate(spec, tmp_path / "covariate", scenario="covariate_shift", **kwargs)
+    drifted = demo.generate(spec, tmp_path / "drift", scenario="drift", **kwargs)
+    label = spec.label.column
+    for i, (ours, theirs) in enumerate(zip(covariate.files, drifted.files, strict=True)):
+        a, b = pd.read_csv(ours, dtype=str), pd.read_csv(theirs, dtype=str)
+        assert a.drop(columns=label).equals(b.drop(columns=label))
+        assert a[label].equals(b[label]) == (i < 2)  # the same days before the shift, other labels after
+    # The shifted days' labels are drawn from the baseline label model on the shifted inputs.
+    start = spec.start_date + timedelta(days=2)
+    rng = np.random.default_rng([7, 2])
+    same_world = demo.generate_frame(spec, start, 2000, rng, drifted=True, concept_drift=False)
+    shifted = pd.read_csv(covariate.files[2], dtype=str)
+    assert (shifted[label] == same_world[label].astype(str)).all()
