@@ -11,6 +11,11 @@ chunks the analysis rows by day. NannyML calibrates only when cross-validation o
 calibration lowers the calibration error, so it runs twice: as it decides (compared with Kennel on the
 raw scores when it skips calibration) and with calibration forced (compared with Kennel's calibrator).
 
+Timed like for like: Kennel's calibrator fit + every day's estimate with its intervals against NannyML's
+fit + estimate (with its sampling errors), each the best of `--repeats` runs in a warm process, so
+neither side pays its imports (NannyML is imported before its clock starts; scikit-learn's isotonic
+module, which the calibrator imports on first use, is warm after the first repeat).
+
 NannyML is a bench-time extra in its own virtualenv, not a Kennel dependency:
 
     # its plotting imports statsmodels, which nannyml 0.13.1 does not declare
@@ -53,14 +58,16 @@ from nannyml.performance_estimation.confidence_based import cbpe as cbpe_module
 reference, analysis, mode = pd.read_parquet(sys.argv[1]), pd.read_parquet(sys.argv[2]), sys.argv[3]
 if mode == "forced":
     cbpe_module.needs_calibration = lambda *args, **kwargs: True
-started = time.perf_counter()
-estimator = nml.CBPE(
-    y_pred_proba="y_pred_proba", y_pred="y_pred", y_true="y_true", timestamp_column_name="timestamp",
-    problem_type="classification_binary", metrics=["roc_auc", "precision", "recall"], chunk_period="D",
-)
-estimator.fit(reference)
-result = estimator.estimate(analysis)
-seconds = time.perf_counter() - started
+seconds = float("inf")
+for _ in range(int(sys.argv[4])):
+    started = time.perf_counter()
+    estimator = nml.CBPE(
+        y_pred_proba="y_pred_proba", y_pred="y_pred", y_true="y_true", timestamp_column_name="timestamp",
+        problem_type="classification_binary", metrics=["roc_auc", "precision", "recall"], chunk_period="D",
+    )
+    estimator.fit(reference)
+    result = estimator.estimate(analysis)
+    seconds = min(seconds, time.perf_counter() - started)
 frame = result.filter(period="analysis").to_df()
 days = [
     {
@@ -85,13 +92,21 @@ def demo_days(spec, first: int, count: int, rows: int, drifted: bool, seed: int)
     ]
 
 
-def run_nannyml(python: Path, reference: pd.DataFrame, analysis: pd.DataFrame, mode: str) -> dict:
+def run_nannyml(python: Path, reference: pd.DataFrame, analysis: pd.DataFrame, mode: str, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         reference.to_parquet(f"{tmp}/reference.parquet")
         analysis.to_parquet(f"{tmp}/analysis.parquet")
         started = time.perf_counter()
         out = subprocess.run(
-            [str(python), "-c", NANNYML_SCRIPT, f"{tmp}/reference.parquet", f"{tmp}/analysis.parquet", mode],
+            [
+                str(python),
+                "-c",
+                NANNYML_SCRIPT,
+                f"{tmp}/reference.parquet",
+                f"{tmp}/analysis.parquet",
+                mode,
+                str(repeats),
+            ],
             capture_output=True,
             text=True,
             check=True,
@@ -101,16 +116,23 @@ def run_nannyml(python: Path, reference: pd.DataFrame, analysis: pd.DataFrame, m
     return {**json.loads(out.stdout.strip().splitlines()[-1]), "process_seconds": time.perf_counter() - started}
 
 
-def kennel_estimates(reference, analysis_days, threshold, calibrate: bool) -> tuple[float, list[dict]]:
-    """Fit (or skip) the calibrator on the reference and estimate every day; seconds and per-day metrics."""
-    started = time.perf_counter()
-    calibrator = fit_calibrator(reference["y_pred_proba"], reference["y_true"]) if calibrate else None
-    days = []
-    for day, scores in analysis_days:
-        calibrated = calibrator.apply(scores) if calibrator else scores
-        estimate = estimate_performance(scores, calibrated=calibrated, threshold=threshold)
-        days.append({"day": day, **{m: estimate.metrics()[m] for m in METRICS}})
-    return time.perf_counter() - started, days
+def kennel_estimates(
+    reference, analysis_days, threshold, calibrate: bool, repeats: int
+) -> tuple[float, float, list[dict]]:
+    """Fit (or skip) the calibrator on the reference and estimate every day, `repeats` times: the best
+    seconds in all, the best seconds of the fit alone, and the per-day metrics (the same every time)."""
+    best, best_fit = float("inf"), float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        calibrator = fit_calibrator(reference["y_pred_proba"], reference["y_true"]) if calibrate else None
+        fitted = time.perf_counter()
+        days = []
+        for day, scores in analysis_days:
+            calibrated = calibrator.apply(scores) if calibrator else scores
+            estimate = estimate_performance(scores, calibrated=calibrated, threshold=threshold)
+            days.append({"day": day, **{m: estimate.metrics()[m] for m in METRICS}})
+        best, best_fit = min(best, time.perf_counter() - started), min(best_fit, fitted - started)
+    return best, best_fit, days
 
 
 def largest_gap(kennel: list[dict], nannyml: list[dict]) -> dict[str, float]:
@@ -124,6 +146,7 @@ def main() -> None:
     parser.add_argument("--nannyml-python", default=".kennel/bench-nannyml/bin/python")
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--rows", type=int, default=5000, help="rows per analysis day")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per side; the best is reported")
     args = parser.parse_args()
     load_before = os.getloadavg()
     spec = load_spec("datasets/credit_demo.yaml")
@@ -157,14 +180,15 @@ def main() -> None:
         )
     analysis = pd.concat(chunks, ignore_index=True)
 
-    kennel_s, kennel = kennel_estimates(reference, analysis_days, threshold, calibrate=True)
-    kennel_raw_s, kennel_raw = kennel_estimates(reference, analysis_days, threshold, calibrate=False)
+    kennel_s, kennel_fit_s, kennel = kennel_estimates(reference, analysis_days, threshold, True, args.repeats)
+    kennel_raw_s, _, kennel_raw = kennel_estimates(reference, analysis_days, threshold, False, args.repeats)
     result: dict = {
         "data": f"demo spec, model trained on 10×3,000 rows, reference = validation 3×4,000 rows; "
         f"{args.days} analysis days × {args.rows:,} rows ({plain} as trained, {args.days - plain} drifted)",
         "threshold": round(threshold, 4),
-        "kennel_s (calibrate + every day, 200 draws)": round(kennel_s, 3),
-        "kennel_per_day_s": round(kennel_s / args.days, 4),
+        f"kennel_s (calibrate + every day, 200 draws; best of {args.repeats})": round(kennel_s, 3),
+        "kennel_calibration_fit_s": round(kennel_fit_s, 4),
+        "kennel_per_day_ms (estimate with intervals)": round((kennel_s - kennel_fit_s) / args.days * 1e3, 2),
         "estimated_vs_realized_auc_mae (kennel, days as trained)": round(
             float(np.mean([abs(k["roc_auc"] - r["roc_auc"]) for k, r in zip(kennel[:plain], realized[:plain])])), 4
         ),
@@ -174,14 +198,17 @@ def main() -> None:
     }
     python = Path(args.nannyml_python)
     if python.exists():
-        forced = run_nannyml(python, reference, analysis, "forced")
-        default = run_nannyml(python, reference, analysis, "default")
-        result["nannyml_forced_calibration_s"] = round(forced["seconds"], 3)
+        forced = run_nannyml(python, reference, analysis, "forced", args.repeats)
+        default = run_nannyml(python, reference, analysis, "default", args.repeats)
+        result[f"nannyml_forced_calibration_s (fit + estimate; best of {args.repeats})"] = round(forced["seconds"], 3)
         result["nannyml_forced / kennel (time)"] = round(forced["seconds"] / kennel_s, 2)
         result["nannyml_forced_process_s (interpreter start, imports, Parquet)"] = round(forced["process_seconds"], 1)
         result["max_abs_gap vs nannyml, both calibrated"] = largest_gap(kennel, forced["days"])
         result["nannyml_default_calibrated"] = default["calibrated"]
         result["nannyml_default_s"] = round(default["seconds"], 3)
+        # Like for like: NannyML's default against Kennel calibrated the way NannyML decided.
+        same_s = kennel_s if default["calibrated"] else kennel_raw_s
+        result["nannyml_default / kennel (time, kennel calibrated alike)"] = round(default["seconds"] / same_s, 2)
         same_side = kennel if default["calibrated"] else kennel_raw
         result["max_abs_gap vs nannyml default (kennel calibrated alike)"] = largest_gap(same_side, default["days"])
         result["per_day_auc (day realized kennel nannyml_forced)"] = [

@@ -13,6 +13,9 @@ from kennel.monitoring.estimation import (
     Calibrator,
     MetricEstimate,
     PerformanceEstimate,
+    _draw_metrics,
+    _label_sums,
+    _sorted_rows,
     estimate_by_group,
     estimate_performance,
     fit_calibrator,
@@ -160,6 +163,48 @@ def test_with_certain_labels_the_estimate_is_the_realized_metric():
         assert value == pytest.approx(realized[name], abs=1e-12), name
         metric = getattr(estimate, name)
         assert metric.low == pytest.approx(value, abs=1e-12) and metric.high == pytest.approx(value, abs=1e-12)
+
+
+def realized(labels: np.ndarray, scores: np.ndarray) -> dict[str, float | None]:
+    """The metrics a draw stands for, as kennel.training.evaluation computes them from labels."""
+    metrics = classification_metrics(labels, scores, THRESHOLD)
+    metrics["expected_calibration_error"] = expected_calibration_error(calibration_table(labels, scores))
+    return metrics
+
+
+def test_each_draws_metrics_are_the_realized_metrics_of_its_labels():
+    """The per-draw sums (positives per score segment, rank sum) give, for any label vector, exactly the
+    AUC, precision, recall, positive rate and calibration error (pandas reliability table) of
+    kennel.training.evaluation: tied scores, scores on bin edges and at the threshold included."""
+    rng = np.random.default_rng(13)
+    scores = np.concatenate([np.round(rng.random(1500), 2), [0.0, 0.1, 0.5, 0.9, 1.0, 0.5]])
+    labels = np.vstack([rng.random(len(scores)) < q for q in (0.05, 0.3, 0.5, 0.8)])
+    order, rows = _sorted_rows(scores, THRESHOLD)
+    samples = _draw_metrics(rows, *_label_sums(labels[:, order], rows.ranks, rows.segment_starts))
+    for draw, y in enumerate(labels.astype(int)):
+        expected = realized(y, scores)
+        for name, values in samples.items():
+            assert values[draw] == pytest.approx(expected[name], abs=1e-12), (draw, name)
+
+
+def test_rows_of_certain_label_are_fixed_and_the_others_drawn():
+    """Probabilities of 0 and 1 give the same label in every draw; with one uncertain row left, each draw
+    is one of two label vectors, and every interval runs between their two realized metrics."""
+    scores, labels = draw_day(np.random.default_rng(14), 2000, 0.3)
+    uncertain = int(np.argmax(scores >= THRESHOLD))  # predicted positive: its label moves precision too
+    calibrated = labels.astype(float)
+    calibrated[uncertain] = 0.5
+    estimate = estimate_performance(scores, calibrated=calibrated, threshold=THRESHOLD, seed=1)
+    outcomes = []
+    for label in (0, 1):
+        y = labels.copy()
+        y[uncertain] = label
+        outcomes.append(realized(y, scores))
+    for name in estimate.metrics():
+        metric = getattr(estimate, name)
+        ends = sorted(outcome[name] for outcome in outcomes)
+        assert ends[0] != ends[1], name
+        assert metric.low == pytest.approx(ends[0], abs=1e-12) and metric.high == pytest.approx(ends[1], abs=1e-12)
 
 
 def test_the_same_input_gives_the_same_estimate_and_the_seed_is_what_draws_the_interval(calibrator):

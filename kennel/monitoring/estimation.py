@@ -23,8 +23,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kennel.training.evaluation import calibration_table, expected_calibration_error
-
 CALIBRATION_FILE = "calibration.json"
 DRAWS = 200  # Monte-Carlo label draws per estimate: a 95% interval's ends move by about 0.2 sd between seeds
 LEVEL = 0.95
@@ -33,7 +31,7 @@ LEVEL = 0.95
 MIN_EXPECTED = 10.0
 CALIBRATION_BINS = 10  # the reliability bins of kennel.training.evaluation.calibration_table
 MISSING_GROUP = "(missing)"  # as kennel.training.evaluation.group_metrics names a missing group
-_DRAW_BUDGET = 4_000_000  # label draws held in memory at once (draws × rows), about 32 MB as float64
+_DRAW_BUDGET = 4_000_000  # label draws held at once (draws × rows): 20 MB of 32-bit uniforms and 0/1 labels
 
 
 @dataclass(frozen=True)
@@ -157,52 +155,144 @@ class GroupEstimate:
     reason: str | None = None
 
 
-def _midranks(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-row rank of the score (ties share their mean rank, 1-based), the tie group of each row (in
-    ascending score) and the rows per group."""
-    _, group, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    before = np.cumsum(counts) - counts
-    return (before + (counts + 1) / 2.0)[group], group, counts
+@dataclass(frozen=True)
+class _SortedRows:
+    """The rows in ascending score, and what every metric reads from that order, computed once per estimate.
+
+    A segment is a run of rows sharing a reliability bin and a side of the threshold: both are score
+    intervals, so in this order each is contiguous, and a draw's positives per segment give its label
+    count, its true positives and its positives per bin at once."""
+
+    scores: np.ndarray
+    ranks: np.ndarray  # per row: its score's rank, ties sharing their mean rank (1-based)
+    tie_starts: np.ndarray  # first row of each run of equal scores
+    segment_starts: np.ndarray  # first row of each non-empty segment
+    segment_bin: np.ndarray  # per segment: its reliability bin
+    segment_predicted: np.ndarray  # per segment: scored at or above the threshold
 
 
-def _cbpe_auc(group: np.ndarray, counts: np.ndarray, p: np.ndarray) -> float:
+def _sorted_rows(scores: np.ndarray, threshold: float) -> tuple[np.ndarray, _SortedRows]:
+    """The order that sorts `scores` (stable: ties keep their input order) and the rows in that order."""
+    order = np.argsort(scores, kind="stable")
+    s = scores[order]
+    n = len(s)
+    tie_starts = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
+    tie_rows = np.diff(np.append(tie_starts, n))
+    ranks = np.repeat(tie_starts + (tie_rows + 1) / 2.0, tie_rows)
+    # Row i is in bin b when b inner edges lie at or below its score, as np.digitize in
+    # `calibration_table` assigns it: a bin starts at the first row not below its lower edge.
+    inner_edges = np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)[1:-1]
+    bin_starts = np.searchsorted(s, inner_edges, side="left")
+    predicted_start = np.searchsorted(s, threshold, side="left")
+    cuts = np.unique(np.concatenate(([0], bin_starts, [predicted_start])))
+    segment_starts = cuts[cuts < n]
+    return order, _SortedRows(
+        scores=s,
+        ranks=ranks,
+        tie_starts=tie_starts,
+        segment_starts=segment_starts,
+        segment_bin=np.searchsorted(bin_starts, segment_starts, side="right"),
+        segment_predicted=segment_starts >= predicted_start,
+    )
+
+
+def _cbpe_auc(rows: _SortedRows, p: np.ndarray) -> float:
     """Area under the expected ROC curve: rows by score descending, each adding p to the true positives
-    and 1 - p to the false ones; rows with the same score form one step (their order is arbitrary)."""
-    positives = np.bincount(group, weights=p, minlength=len(counts))[::-1]
-    negatives = counts[::-1] - positives
+    and 1 - p to the false ones; rows with the same score form one step (their order is arbitrary).
+    `p` is in the rows' sorted order."""
+    tie_rows = np.diff(np.append(rows.tie_starts, len(p)))
+    positives = np.add.reduceat(p, rows.tie_starts)[::-1]
+    negatives = tie_rows[::-1] - positives
     tpr = np.concatenate(([0.0], np.cumsum(positives))) / positives.sum()
     fpr = np.concatenate(([0.0], np.cumsum(negatives))) / negatives.sum()
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2.0)
 
 
-def _bin_index(scores: np.ndarray) -> np.ndarray:
-    """The reliability bin of each score, as `calibration_table` assigns them."""
-    edges = np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)
-    return np.clip(np.digitize(scores, edges[1:-1]), 0, CALIBRATION_BINS - 1)
+def _label_sums(labels: np.ndarray, ranks: np.ndarray, segment_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For 0/1 label vectors (rows of `labels`, columns in score order): positives per segment and the
+    rank sum of the positives. Counts are integers and ranks half-integers, so both sums are exact in
+    float64 whatever order they are added in. einsum rather than a matrix product: BLAS would wake its
+    threads for each chunk, which costs more than the sum on a busy machine."""
+    as_bytes = labels.view(np.uint8)
+    per_segment = np.add.reduceat(as_bytes, segment_starts, axis=1, dtype=np.int32).astype(np.float64)
+    return per_segment, np.einsum("ij,j->i", as_bytes, ranks)
 
 
-def _label_draws(p: np.ndarray, columns: np.ndarray, draws: int, seed: int) -> np.ndarray:
-    """For each of `draws` label vectors y ~ Bernoulli(p): y @ columns (draws × columns' width).
+def _draw_sums(rows: _SortedRows, p: np.ndarray, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`_label_sums` of `draws` label vectors y ~ Bernoulli(p) (`p` in score order): positives per segment
+    (draws × segments) and rank sums (draws).
 
-    Every entry of `columns` is a half-integer (counts, ranks, 0/1 masks), so each sum is exact in
-    float64 and the result does not depend on how BLAS orders the additions."""
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _DRAW_BUDGET // max(len(p), 1))
-    out = np.empty((draws, columns.shape[1]))
-    for start in range(0, draws, chunk):
-        stop = min(start + chunk, draws)
-        labels = rng.random((stop - start, len(p))) < p
-        out[start:stop] = labels.astype(np.float64) @ columns
-    return out
+    Rows with p = 0 or 1 are the same in every draw and enter as constants; each other row is positive
+    when a 32-bit uniform integer falls below floor(p · 2³²), which is P(y = 1) within 2⁻³² of p and
+    costs a quarter of the random bits and memory of a float64 uniform."""
+    segment = np.repeat(np.arange(len(rows.segment_starts)), np.diff(np.append(rows.segment_starts, len(p))))
+    certain = p == 1.0
+    drawn = (p > 0.0) & ~certain
+    per_segment = np.tile(
+        np.bincount(segment[certain], minlength=len(rows.segment_starts)).astype(np.float64), (draws, 1)
+    )
+    rank_sums = np.full(draws, rows.ranks[certain].sum())
+    m = int(drawn.sum())
+    if m == 0:
+        return per_segment, rank_sums
+    # The drawn rows keep their segments: each non-empty one starts where the first of its rows lands.
+    drawn_segment = segment[drawn]
+    starts = np.flatnonzero(np.concatenate(([True], drawn_segment[1:] != drawn_segment[:-1])))
+    below = (p[drawn] * 2.0**32).astype(np.uint32)
+    ranks = rows.ranks[drawn]
+    bits = np.random.PCG64(seed)
+    words = (m + 1) // 2  # 64-bit words per draw, two 32-bit uniforms each
+    chunk = max(1, _DRAW_BUDGET // m)
+    for first in range(0, draws, chunk):
+        last = min(first + chunk, draws)
+        uniforms = bits.random_raw((last - first) * words).view(np.uint32).reshape(last - first, 2 * words)
+        counts, sums = _label_sums(uniforms[:, :m] < below, ranks, starts)
+        per_segment[first:last, drawn_segment[starts]] += counts
+        rank_sums[first:last] += sums
+    return per_segment, rank_sums
 
 
-def _interval(samples: np.ndarray, level: float) -> tuple[float | None, float | None]:
-    samples = samples[np.isfinite(samples)]
-    if not len(samples):
-        return None, None
+def _draw_metrics(rows: _SortedRows, per_segment: np.ndarray, rank_sums: np.ndarray) -> dict[str, np.ndarray]:
+    """Each label vector's realized metrics (as `kennel.training.evaluation` computes them) from its
+    positives per segment and rank sum; NaN where a metric is undefined (AUC without both labels,
+    recall without positives)."""
+    n = len(rows.scores)
+    n_pos = per_segment.sum(axis=1)
+    true_pos = per_segment[:, rows.segment_predicted].sum(axis=1)
+    bin_pos = per_segment @ (rows.segment_bin[:, None] == np.arange(CALIBRATION_BINS))
+    score_per_bin = _per_bin(rows, rows.scores)
+    predicted_rows = np.diff(np.append(rows.segment_starts, n))[rows.segment_predicted].sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {
+            "roc_auc": (rank_sums - n_pos * (n_pos + 1) / 2.0) / (n_pos * (n - n_pos)),
+            "precision": true_pos / predicted_rows,
+            "recall": true_pos / n_pos,
+            "expected_calibration_error": np.abs(score_per_bin - bin_pos).sum(axis=1) / n,
+            "positive_rate": n_pos / n,
+        }
+
+
+def _per_bin(rows: _SortedRows, values: np.ndarray) -> np.ndarray:
+    """Sum of `values` (in score order) over each reliability bin."""
+    per_segment = np.add.reduceat(values, rows.segment_starts)
+    return np.bincount(rows.segment_bin, weights=per_segment, minlength=CALIBRATION_BINS)
+
+
+def _intervals(samples: np.ndarray, level: float) -> list[tuple[float | None, float | None]]:
+    """The central `level` interval of each row of `samples`, its non-finite entries left out."""
     tail = (1.0 - level) / 2.0
-    low, high = np.quantile(samples, [tail, 1.0 - tail])
-    return float(low), float(high)
+    finite = np.isfinite(samples)
+    if finite.all():
+        ends = np.quantile(samples, [tail, 1.0 - tail], axis=1).T
+        return [(float(low), float(high)) for low, high in ends]
+    out: list[tuple[float | None, float | None]] = []
+    for row, keep in zip(samples, finite, strict=True):
+        if keep.any():
+            low, high = np.quantile(row[keep], [tail, 1.0 - tail])
+            out.append((float(low), float(high)))
+        else:
+            out.append((None, None))
+    return out
 
 
 def estimate_performance(
@@ -229,8 +319,7 @@ def estimate_performance(
         raise ValueError("draws and min_expected must be at least 1, and level within (0, 1)")
 
     n = len(s)
-    predicted = s >= threshold
-    n_predicted = int(predicted.sum())
+    n_predicted = int((s >= threshold).sum())
     expected_pos = float(p.sum())
     expected_neg = n - expected_pos
 
@@ -246,59 +335,53 @@ def estimate_performance(
             **metrics,
         )
 
+    names = ("roc_auc", "precision", "recall", "expected_calibration_error", "positive_rate")
     if n < min_expected:
         too_few = MetricEstimate(None, reason=f"{n} row(s): fewer than {min_expected:g}")
-        names = ("roc_auc", "precision", "recall", "expected_calibration_error", "positive_rate")
         return estimate(**dict.fromkeys(names, too_few))
 
-    ranks, group, counts = _midranks(s)
-    bins = _bin_index(s)
-    bin_onehot = (bins[:, None] == np.arange(CALIBRATION_BINS)).astype(np.float64)
-    # One pass of draws gives every metric: label count, rank sum, true positives, positives per bin.
-    sums = _label_draws(p, np.column_stack([np.ones(n), ranks, predicted, bin_onehot]), draws, seed)
-    n_pos, rank_sum, true_pos, bin_pos = sums[:, 0], sums[:, 1], sums[:, 2], sums[:, 3:]
+    order, rows = _sorted_rows(s, threshold)
+    p_sorted = p[order]
+    # One pass of draws gives every metric: positives per segment and the rank sum of the positives.
+    samples = _draw_metrics(rows, *_draw_sums(rows, p_sorted, draws, seed))
+    intervals = dict(zip(names, _intervals(np.stack([samples[name] for name in names]), level), strict=True))
 
-    def interval_of(value: float, samples: np.ndarray) -> MetricEstimate:
-        low, high = _interval(samples, level)
+    def interval_of(name: str, value: float) -> MetricEstimate:
+        low, high = intervals[name]
         return MetricEstimate(value=value, low=low, high=high)
 
     few_pos = f"{expected_pos:.1f} expected positives: fewer than {min_expected:g}"
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # A draw without both labels has no AUC (nor recall without positives): NaN, dropped from the interval.
-        auc_draws = (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * (n - n_pos))
-        recall_draws = true_pos / n_pos
-    if len(counts) == 1:
+    if len(rows.tie_starts) == 1:
         roc_auc = MetricEstimate(None, reason="every row has the same score: there is no ranking to judge")
     elif expected_pos < min_expected:
         roc_auc = MetricEstimate(None, reason=few_pos)
     elif expected_neg < min_expected:
         roc_auc = MetricEstimate(None, reason=f"{expected_neg:.1f} expected negatives: fewer than {min_expected:g}")
     else:
-        roc_auc = interval_of(_cbpe_auc(group, counts, p), auc_draws)
+        roc_auc = interval_of("roc_auc", _cbpe_auc(rows, p_sorted))
 
-    expected_true_pos = float(p[predicted].sum())
+    expected_true_pos = float(p[s >= threshold].sum())
     if n_predicted < min_expected:
         precision = MetricEstimate(
             None, reason=f"{n_predicted} row(s) scored at or above {threshold:g}: fewer than {min_expected:g}"
         )
     else:
-        precision = interval_of(expected_true_pos / n_predicted, true_pos / n_predicted)
+        precision = interval_of("precision", expected_true_pos / n_predicted)
     recall = (
         MetricEstimate(None, reason=few_pos)
         if expected_pos < min_expected
-        else interval_of(expected_true_pos / expected_pos, recall_draws)
+        else interval_of("recall", expected_true_pos / expected_pos)
     )
 
-    # The realized metric's own definition, with the calibrated probabilities as the observed rates.
-    ece = float(expected_calibration_error(calibration_table(p, s, bins=CALIBRATION_BINS)) or 0.0)
-    score_per_bin = np.bincount(bins, weights=s, minlength=CALIBRATION_BINS)
-    ece_draws = np.abs(score_per_bin - bin_pos).sum(axis=1) / n
+    # The realized metric's own definition (`calibration_table`'s row-weighted gap between mean score
+    # and observed rate per bin), with the calibrated probabilities as the observed rates.
+    ece = float(np.abs(_per_bin(rows, rows.scores) - _per_bin(rows, p_sorted)).sum() / n)
     return estimate(
         roc_auc=roc_auc,
         precision=precision,
         recall=recall,
-        expected_calibration_error=interval_of(ece, ece_draws),
-        positive_rate=interval_of(expected_pos / n, n_pos / n),
+        expected_calibration_error=interval_of("expected_calibration_error", ece),
+        positive_rate=interval_of("positive_rate", expected_pos / n),
     )
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from kennel.lake.records import MetricEstimate, SliceRow
 from kennel.monitoring.estimation import MISSING_GROUP as MISSING_SLICE
-from kennel.monitoring.estimation import Calibrator, PerformanceEstimate, estimate_performance
+from kennel.monitoring.estimation import Calibrator, PerformanceEstimate, estimate_by_group, estimate_performance
 from kennel.spec import WHITESPACE, DatasetSpec
 from kennel.training.evaluation import classification_metrics, roc_auc
 
@@ -155,31 +155,25 @@ def estimated_slices(
     rules: SliceRules,
 ) -> list[SliceRow]:
     """Estimated metrics per slice, worst (largest estimated AUC drop) first."""
+    present = [c for c in columns if c in frame]
     rows: list[SliceRow] = []
-    for column in columns:
-        if column not in frame:
-            continue
-        values = slice_values(frame, column)
-        for value in sorted(values.unique()):
-            mask = (values == value).to_numpy()
-            n = int(mask.sum())
-            if n < rules.min_rows:
-                rows.append(SliceRow(column=column, value=value, rows=n, status="insufficient_data"))
+    for column, groups in estimate_by_group(frame, scores, calibrated, threshold, present, rules.min_rows).items():
+        for group in groups:
+            base: dict[str, Any] = {"column": column, "value": group.value, "rows": group.rows}
+            auc = group.estimate.roc_auc.value if group.estimate is not None else None
+            if group.estimate is None or auc is None:
+                rows.append(SliceRow.model_validate({**base, "status": "insufficient_data"}))
                 continue
-            estimate = estimate_performance(scores[mask], calibrated=calibrated[mask], threshold=threshold)
-            auc = estimate.roc_auc.value
             severity = _decay_severity(auc, champion_auc, rules)
             rows.append(
                 SliceRow.model_validate(
                     {
-                        "column": column,
-                        "value": value,
-                        "rows": n,
-                        "status": "insufficient_data" if auc is None else ("decayed" if severity >= 1 else "ok"),
+                        **base,
+                        "status": "decayed" if severity >= 1 else "ok",
                         "severity": severity,
-                        **{f"estimated_{k}": v.value for k, v in metric_estimates(estimate).items()},
-                        "estimated_roc_auc_low": estimate.roc_auc.low,
-                        "estimated_roc_auc_high": estimate.roc_auc.high,
+                        **{f"estimated_{k}": v.value for k, v in metric_estimates(group.estimate).items()},
+                        "estimated_roc_auc_low": group.estimate.roc_auc.low,
+                        "estimated_roc_auc_high": group.estimate.roc_auc.high,
                     }
                 )
             )
