@@ -102,3 +102,19 @@ def test_monitoring_summary_separates_feature_and_prediction_drift():
     perf = realized_performance(labelled, rng.random(len(labelled)), 0.5, ["gender"])
     assert perf.labelled_rows == 3_000 and perf.metrics is not None and 0.4 < perf.metrics["roc_auc"] < 0.6
     assert set(perf.groups["gender"]["group"]) >= {"female", "male"}
+
+
+def test_a_drifted_sensitive_column_is_reported_apart_from_the_model_inputs():
+    from kennel.monitoring.profile import build_reference, drift_summary
+
+    spec = load_spec(DEFAULT_SPEC_PATH)
+    rng = np.random.default_rng(4)
+    train = generate_frame(spec, date(2026, 1, 1), 4_000, rng)
+    card = ModelCard.for_spec(spec)
+    profile = build_reference(spec, train, rng.beta(2, 8, len(train)), card=card)
+    current = generate_frame(spec, date(2026, 1, 2), 4_000, rng)
+    current["gender"] = "female"  # the applicants change; the model never reads gender
+    summary = drift_summary(profile, current, rng.beta(2, 8, len(current)), inputs=card.feature_names)
+    assert summary.drifted_non_inputs == ["gender"]
+    assert "gender" not in summary.drifted_features and summary.drifted_share == 0.0
+    assert not summary.dataset_drift
