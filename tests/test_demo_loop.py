@@ -57,7 +57,12 @@ def test_the_drifted_days_are_measured_against_the_first_champion(demo_run):
     assert sorted(drift) == drifted_days  # the baseline days came before any champion
     threshold = RetrainPolicy().drifted_share
     assert all((drift[day].drifted_share or 0) >= threshold for day in drifted_days)
-    assert "Drift per day" in out and all(day in out for day in drifted_days)
+    assert "Drift and performance per day" in out and all(day in out for day in drifted_days)
+    # The label-free estimate of each drifted day, and the concept drift its gap to the realized AUC shows.
+    estimated = data.monitoring_records("estimated_performance")
+    assert all(estimated[day].estimated_roc_auc is not None for day in drifted_days)
+    assert all(estimated[day].concept_drift_suspected for day in drifted_days)
+    assert out.count("concept drift: below the estimate") == len(drifted_days)
 
 
 def test_the_sensor_decides_through_its_daemon_state_and_its_retrain_runs_once(demo_run):
