@@ -52,8 +52,25 @@ class Project:
         return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
-def training_frame(spec, day: str, rows: int, seed: int) -> pd.DataFrame:
+def training_frame(spec, day: str, rows: int, seed: int, *, drifted: bool = False) -> pd.DataFrame:
     """Demo records in the shape of the dbt `features` model (label as 0/1)."""
-    frame = generate_frame(spec, pd.Timestamp(day).date(), rows, np.random.default_rng(seed))
+    frame = generate_frame(spec, pd.Timestamp(day).date(), rows, np.random.default_rng(seed), drifted=drifted)
     frame["label"] = (frame[spec.label.column].astype(str) == str(spec.label.positive)).astype(int)
     return frame
+
+
+def small_model_params(seed: int) -> dict:
+    """Booster parameters of a small, quick model (depth 4, one thread) for tests that train through the seam."""
+    from kennel.model import booster_params
+
+    return booster_params(
+        learning_rate=0.3,
+        max_depth=4,
+        min_child_weight=1.0,
+        subsample=1.0,
+        colsample_bytree=1.0,
+        reg_lambda=1.0,
+        seed=seed,
+        nthread=1,
+        device="cpu",
+    )

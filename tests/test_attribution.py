@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kennel.demo.generator import generate_frame
 from kennel.model import Model, ModelCard, booster_params, fit
 from kennel.monitoring.attribution import (
     ATTRIBUTION_FILE,
@@ -25,6 +24,7 @@ from kennel.monitoring.attribution import (
     save_attribution_profile,
 )
 from kennel.spec import DatasetSpec, load_spec
+from tests.projects import training_frame
 
 SERVED_DAY = date(2026, 2, 1)
 BATCHES = 20  # same-distribution days per false-alarm check
@@ -38,9 +38,7 @@ def spec() -> DatasetSpec:
 
 
 def labelled_rows(spec: DatasetSpec, day: date, rows: int, seed: int, *, drifted: bool = False) -> pd.DataFrame:
-    frame = generate_frame(spec, day, rows, np.random.default_rng(seed), drifted=drifted)
-    frame["label"] = (frame[spec.label.column].astype(str) == str(spec.label.positive)).astype(int)
-    return frame
+    return training_frame(spec, day.isoformat(), rows, seed, drifted=drifted)
 
 
 @pytest.fixture(scope="module")

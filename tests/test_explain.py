@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from test_serving_unit import DEMO_SPEC, synthetic_labels, synthetic_records, train_model_folder
 
-from kennel.model import Model, ModelCard, booster_params, fit, record_columns, to_model_frame
+from kennel.model import Model, ModelCard, fit, record_columns, to_model_frame
 from kennel.serving.api import top_contributions
 from kennel.spec import DatasetSpec, FeatureType, load_spec
+from tests.projects import small_model_params
 
 N_RECORDS = 300
 
@@ -132,17 +133,7 @@ def test_agrees_with_the_shap_package_on_a_numeric_model() -> None:
     frame = pd.DataFrame.from_records(synthetic_records(spec, 400, rng, missing=0.2))
     card = ModelCard.for_spec(spec, training=frame)
     frame["label"] = synthetic_labels(spec, to_model_frame(frame, card), rng)
-    params = booster_params(
-        learning_rate=0.3,
-        max_depth=4,
-        min_child_weight=1.0,
-        subsample=1.0,
-        colsample_bytree=1.0,
-        reg_lambda=1.0,
-        seed=0,
-        nthread=1,
-        device="cpu",
-    )
+    params = small_model_params(0)
     model = fit(card, frame[:300], frame[300:], params, rounds=20, early_stopping_rounds=20).model
     matrix = model.encoder.encode_frame(frame)
     ours = model.explain_matrix(matrix)

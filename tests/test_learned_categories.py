@@ -16,7 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from kennel.ingestion.cleaning import clean_partition
-from kennel.model import FeatureEncoder, Model, ModelCard, booster_params, fit, to_model_frame
+from kennel.model import FeatureEncoder, Model, ModelCard, fit, to_model_frame
 from kennel.model.card import CARD_FILE
 from kennel.monitoring.drift import MISSING, ReferenceProfile, compare
 from kennel.monitoring.profile import build_reference
@@ -30,6 +30,7 @@ from kennel.serving.api import (
     unseen_categories,
 )
 from kennel.spec import MAX_CATEGORY_LENGTH, OTHER_CATEGORY, DatasetSpec, category_text_problem
+from tests.projects import small_model_params
 
 DAY = "2026-03-02"
 KEEP = 20  # part_code's learned_categories
@@ -91,17 +92,7 @@ def trained(spec: DatasetSpec, tmp_path_factory: pytest.TempPathFactory) -> tupl
     rng = np.random.default_rng(7)
     train, validation = long_tailed_rows(3000, rng), long_tailed_rows(800, rng)
     card = ModelCard.for_spec(spec, training=train, model_version="learned")
-    params = booster_params(
-        learning_rate=0.3,
-        max_depth=4,
-        min_child_weight=1.0,
-        subsample=1.0,
-        colsample_bytree=1.0,
-        reg_lambda=1.0,
-        seed=1,
-        nthread=1,
-        device="cpu",
-    )
+    params = small_model_params(1)
     result = fit(card, train, validation, params, rounds=30, early_stopping_rounds=10)
     folder = result.model.save(tmp_path_factory.mktemp("learned-model") / "m", spec.resolved_yaml())
     return Model.load(folder), train
