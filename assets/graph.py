@@ -105,3 +105,15 @@ class DatasetGraph:
     @property
     def decisions(self) -> dg.AssetKey:
         return self.key("retraining_decisions")
+
+    @property
+    def shadow_evaluation(self) -> dg.AssetKey:
+        return self.key("shadow_evaluation")
+
+    @property
+    def model_card(self) -> dg.AssetKey:
+        return self.key("model_card")
+
+    @property
+    def batch_scores(self) -> dg.AssetKey:
+        return self.key("batch_scores")

@@ -251,6 +251,18 @@ class DatasetLake:
     def feedback_dir(self) -> Path:
         return self.lake.root / "feedback" / self.name
 
+    def shadow_predictions_dir(self) -> Path:
+        """A shadow challenger's scores of served requests, by request id (kennel.serving.prediction_log)."""
+        return self.lake.root / "shadow_predictions" / self.name
+
+    def batch_scores_dir(self) -> Path:
+        """Scores of whole tables by the champion (kennel.serving.batch), one folder per day."""
+        return self.lake.root / "batch_scores" / self.name
+
+    def cards_dir(self) -> Path:
+        """Human-readable model cards (HTML), one folder per model run (kennel.training.model_card)."""
+        return self.lake.root / "cards" / self.name
+
     def warehouse(self) -> Path:
         """The DuckDB file of the data set's dbt models: one per data set, so two data sets' dbt runs
         never write one file."""

@@ -264,6 +264,19 @@ class ChampionEntry(Record):
     bento_tag: str | None = None
 
 
+class ShadowEntry(Record):
+    """A challenger that passed the offline gate against the current champion and is served in shadow:
+    scored beside the champion on every request, never answering (kennel.lake.champion)."""
+
+    run_id: str
+    model_dir: str
+    model_tag: str
+    since: str
+    decided_at: str  # the offline gate decision it passed (GateDecision.decided_at)
+    champion_run_id: str  # the champion it shadows; a different champion ends the shadow
+    bento_tag: str | None = None  # the Bento serving the champion with this challenger beside it
+
+
 class ChampionPointer(Record):
     schema_version: int = 1
     dataset: str
@@ -271,6 +284,7 @@ class ChampionPointer(Record):
     updated_at: str = ""
     current: ChampionEntry | None = None
     previous: list[ChampionEntry] = []  # earlier champions, most recent last
+    shadow: ShadowEntry | None = None  # a challenger served in shadow beside `current`, if any
 
 
 class ChampionEvent(Record):
