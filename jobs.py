@@ -7,7 +7,16 @@ import dagster as dg
 from assets.graph import DatasetGraph, daily_partitions
 
 # The names live with the deployment (kennel/deployment.py), which the Dagster-free `kennel` command reads too.
-from kennel.deployment import INGEST_JOB, MONITOR_JOB, PACKAGE_JOB, ROLLBACK_JOB, TRAIN_JOB
+from kennel.deployment import (
+    BATCH_SCORE_JOB,
+    CARD_JOB,
+    INGEST_JOB,
+    MONITOR_JOB,
+    PACKAGE_JOB,
+    ROLLBACK_JOB,
+    SHADOW_JOB,
+    TRAIN_JOB,
+)
 from kennel.spec import DatasetSpec
 from resources import stream_transports
 
@@ -32,9 +41,10 @@ def build_jobs(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.UnresolvedAsse
         dg.define_asset_job(
             graph.name(TRAIN_JOB),
             selection=dg.AssetSelection.assets(graph.clean).downstream(include_self=False)
-            - dg.AssetSelection.groups(graph.name("monitoring")),
-            description="dbt features → training set → model → evaluation + promotion gate → champion → Bento, "
-            "on all validated days.",
+            - dg.AssetSelection.groups(graph.name("monitoring"))
+            - dg.AssetSelection.assets(graph.batch_scores, graph.shadow_evaluation),
+            description="dbt features → training set → model → evaluation + promotion gate → champion (or a "
+            "shadow challenger, under the gate's `shadow: true`) → model card → Bento, on all validated days.",
         ),
         dg.define_asset_job(
             graph.name(MONITOR_JOB),
@@ -51,7 +61,7 @@ def build_jobs(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.UnresolvedAsse
         ),
         dg.define_asset_job(
             graph.name(ROLLBACK_JOB),
-            selection=dg.AssetSelection.assets(graph.champion, graph.bento),
+            selection=dg.AssetSelection.assets(graph.champion, graph.model_card, graph.bento),
             config={"ops": {graph.champion.to_python_identifier(): {"config": {"action": "rollback", "reason": ""}}}},
             description="Return to the previous champion (recorded in its history) and serve its Bento. The same "
             "from a shell: python -m kennel.serving.champion rollback.",
@@ -60,6 +70,24 @@ def build_jobs(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.UnresolvedAsse
             graph.name(PACKAGE_JOB),
             selection=dg.AssetSelection.assets(graph.bento),
             description="Bring the bento asset in line with the current champion (reuses its Bento when it exists).",
+        ),
+        dg.define_asset_job(
+            graph.name(BATCH_SCORE_JOB),
+            selection=dg.AssetSelection.assets(graph.batch_scores),
+            partitions_def=daily_partitions(spec),
+            description="Score validated days (or a table of your own) with the champion on Spark, through the "
+            "service's checks and encoding; the scores join the prediction log for monitoring.",
+        ),
+        dg.define_asset_job(
+            graph.name(SHADOW_JOB),
+            selection=dg.AssetSelection.assets(graph.shadow_evaluation),
+            description="Compare the shadow challenger with the champion on live traffic; promote, reject or "
+            "expire it when the evidence says so.",
+        ),
+        dg.define_asset_job(
+            graph.name(CARD_JOB),
+            selection=dg.AssetSelection.assets(graph.model_card),
+            description="Refresh the champion's HTML model card with its monitoring since promotion.",
         ),
     ]
     for transport in stream_transports(spec):
@@ -85,6 +113,20 @@ def build_schedules(
         # Land-then-ingest: runs shortly after midnight UTC for the day that just ended.
         dg.build_schedule_from_partitioned_job(by_name[graph.name(INGEST_JOB)], hour_of_day=0, minute_of_hour=30),
         dg.build_schedule_from_partitioned_job(by_name[graph.name(MONITOR_JOB)], hour_of_day=1, minute_of_hour=0),
+        dg.build_schedule_from_partitioned_job(by_name[graph.name(BATCH_SCORE_JOB)], hour_of_day=1, minute_of_hour=15),
+        # After monitoring, so the card and the shadow verdict see the day that just ended.
+        dg.ScheduleDefinition(
+            name=graph.name(f"{SHADOW_JOB}_daily"),
+            job=by_name[graph.name(SHADOW_JOB)],
+            cron_schedule="30 1 * * *",
+            execution_timezone="UTC",
+        ),
+        dg.ScheduleDefinition(
+            name=graph.name(f"{CARD_JOB}_daily"),
+            job=by_name[graph.name(CARD_JOB)],
+            cron_schedule="45 1 * * *",
+            execution_timezone="UTC",
+        ),
     ]
     for transport in stream_transports(spec):
         job = graph.name(landing_job(transport))

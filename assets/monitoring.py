@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from kennel.monitoring.attribution import AttributionProfile
     from kennel.monitoring.drift import ReferenceProfile
     from kennel.monitoring.estimation import Calibrator
+    from kennel.privacy import Redactor
 
 Measure = Callable[["ServedChampion", str], dict[str, Any]]
 
@@ -166,11 +167,17 @@ def _slice_label(row: SliceRow) -> str:
     return f"{row.column}={row.value} ({row.status}, {row.rows} rows)"
 
 
-def drift_measures(champion: ServedChampion, frame: "pd.DataFrame", validated: bool) -> dict[str, Any]:
+def drift_measures(
+    champion: ServedChampion, frame: "pd.DataFrame", validated: bool, redactor: "Redactor"
+) -> dict[str, Any]:
+    from kennel.monitoring.performance import monitored_scores
     from kennel.monitoring.profile import drift_slices, drift_summary
 
     inputs = champion.model.card.feature_names
-    summary = drift_summary(champion.profile, frame, champion.model.score(frame), inputs=inputs)
+    scores = monitored_scores(champion.model, frame, redactor)
+    # The reference profile holds personal columns redacted (kennel.privacy): compare like with like.
+    frame = redactor.redact_frame(frame)
+    summary = drift_summary(champion.profile, frame, scores, inputs=inputs)
     return {
         "status": "drift" if summary.dataset_drift else "ok",
         "validated": validated,
@@ -203,7 +210,7 @@ def build_monitoring_assets(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.A
         "validated day against the champion's training reference; failed days are not scored.",
     )
     def data_drift(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-        return measure_data_drift(context, lake.dataset(spec.name))
+        return measure_data_drift(context, spec, lake.dataset(spec.name))
 
     @dg.asset(
         key=graph.performance,
@@ -247,7 +254,7 @@ def build_monitoring_assets(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.A
         "champion's training reference.",
     )
     def serving_drift(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-        return measure_serving_drift(context, lake.dataset(spec.name))
+        return measure_serving_drift(context, spec, lake.dataset(spec.name))
 
     @dg.asset(
         key=graph.attribution_drift,
@@ -258,7 +265,7 @@ def build_monitoring_assets(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.A
         "sample of the day's requests against its distribution on the training rows.",
     )
     def attribution_drift(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-        return measure_attribution_drift(context, lake.dataset(spec.name))
+        return measure_attribution_drift(context, spec, lake.dataset(spec.name))
 
     decisions = dg.AssetSpec(
         graph.decisions,
@@ -279,29 +286,38 @@ def build_monitoring_assets(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.A
     ]
 
 
-def measure_data_drift(context: dg.AssetExecutionContext, data: DatasetLake) -> dg.MaterializeResult:
+def measure_data_drift(context: dg.AssetExecutionContext, spec: DatasetSpec, data: DatasetLake) -> dg.MaterializeResult:
     import pandas as pd
+
+    from kennel.privacy import Redactor
+
+    redactor = Redactor.for_spec(spec, data)
 
     def measure(champion: ServedChampion, day: str) -> dict[str, Any]:
         if not data.passed_validation(day):
             return {"status": "skipped: the day failed validation", "validated": False}
-        return drift_measures(champion, pd.read_parquet(data.published(day)), True)
+        return drift_measures(champion, pd.read_parquet(data.published(day)), True, redactor)
 
     result = record_days(context, data, "data_drift", measure)
+    # Personal numbers and booleans never leave the data tables: the reference holds no profile to compare.
+    unmeasured = {"personal_not_profiled": list(redactor.dropped_columns)} if redactor.dropped_columns else {}
     last = data.monitoring_records("data_drift").get(context.partition_keys[-1])
     if last is None or not last.features:
-        return result
+        return dg.MaterializeResult(metadata={**(result.metadata or {}), **unmeasured})
     # Every statistic the drift report holds (a new one shows up without a change here), most drifted first.
     by_severity = md_table([f.model_dump(exclude={"kind", "rows"}) for f in last.features])
-    return dg.MaterializeResult(metadata={**(result.metadata or {}), "features_by_severity": by_severity})
+    return dg.MaterializeResult(metadata={**(result.metadata or {}), **unmeasured, "features_by_severity": by_severity})
 
 
 def measure_realized_performance(
     context: dg.AssetExecutionContext, spec: DatasetSpec, data: DatasetLake
 ) -> dg.MaterializeResult:
     from kennel.ingestion.labels import latest_labels
-    from kennel.monitoring.performance import monitored_rows, realized_slices
+    from kennel.monitoring.performance import monitored_rows, monitored_scores, realized_slices
     from kennel.monitoring.profile import realized_performance
+    from kennel.privacy import Redactor
+
+    redactor = Redactor.for_spec(spec, data)
 
     # Labels that arrived after their records (label files, /feedback), by id.
     late = latest_labels(spec, data).set_index("record_id")["label"].astype(float)
@@ -313,7 +329,8 @@ def measure_realized_performance(
         frame = monitored.frame
         if frame.empty:
             return {"status": "no labelled rows", "rows": 0}
-        scores = champion.model.score(frame)
+        scores = monitored_scores(champion.model, frame, redactor)
+        frame = redactor.redact_frame(frame)  # slices and groups are named by hashed personal values
         threshold = champion.model.card.threshold
         perf = realized_performance(frame, scores, threshold, list(spec.sensitive_columns))
         if perf.metrics is None:
@@ -345,8 +362,10 @@ def measure_estimated_performance(
     context: dg.AssetExecutionContext, spec: DatasetSpec, data: DatasetLake
 ) -> dg.MaterializeResult:
     from kennel.ingestion.labels import latest_labels
-    from kennel.monitoring.performance import estimate_day, monitored_rows
+    from kennel.monitoring.performance import estimate_day, monitored_rows, monitored_scores
+    from kennel.privacy import Redactor
 
+    redactor = Redactor.for_spec(spec, data)
     late = latest_labels(spec, data).set_index("record_id")["label"].astype(float)
 
     def measure(champion: ServedChampion, day: str) -> dict[str, Any]:
@@ -357,9 +376,10 @@ def measure_estimated_performance(
         frame = monitored_rows(spec, data, day, late).frame
         if frame.empty:
             return {"status": "no rows", "rows": 0}
+        scores = monitored_scores(champion.model, frame, redactor)
         estimated = estimate_day(
-            frame,
-            champion.model.score(frame),
+            redactor.redact_frame(frame),  # slices are named by hashed personal values
+            scores,
             calibrator,
             threshold=champion.model.card.threshold,
             champion_auc=champion.entry.metrics.get("roc_auc"),
@@ -395,11 +415,17 @@ def measure_estimated_performance(
     )
 
 
-def measure_attribution_drift(context: dg.AssetExecutionContext, data: DatasetLake) -> dg.MaterializeResult:
+def measure_attribution_drift(
+    context: dg.AssetExecutionContext, spec: DatasetSpec, data: DatasetLake
+) -> dg.MaterializeResult:
     from kennel.monitoring.attribution import compare_attributions
     from kennel.serving.prediction_log import read_predictions
 
     def measure(champion: ServedChampion, day: str) -> dict[str, Any]:
+        unlogged = [c for c in spec.personal_columns if c in champion.model.card.feature_names]
+        if unlogged:
+            # Explanations of redacted inputs would describe values the model was never sent.
+            return {"status": f"skipped: personal model inputs {unlogged} are not logged in the clear"}
         try:
             profile = champion.attribution()
         except LookupError as exc:
@@ -424,13 +450,18 @@ def measure_attribution_drift(context: dg.AssetExecutionContext, data: DatasetLa
     return dg.MaterializeResult(metadata={**(result.metadata or {}), "attributions_by_severity": by_severity})
 
 
-def measure_serving_drift(context: dg.AssetExecutionContext, data: DatasetLake) -> dg.MaterializeResult:
+def measure_serving_drift(
+    context: dg.AssetExecutionContext, spec: DatasetSpec, data: DatasetLake
+) -> dg.MaterializeResult:
+    from kennel.privacy import Redactor
     from kennel.serving.prediction_log import count_warnings, read_predictions
+
+    redactor = Redactor.for_spec(spec, data)
 
     def measure(champion: ServedChampion, day: str) -> dict[str, Any]:
         served = read_predictions(data, start=day, end=day, with_feedback=False)
         if served.empty:
             return {"status": "no traffic", "rows": 0}
-        return drift_measures(champion, served, True) | {"input_warnings": count_warnings(served)}
+        return drift_measures(champion, served, True, redactor) | {"input_warnings": count_warnings(served)}
 
     return record_days(context, data, "serving_drift", measure)

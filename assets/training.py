@@ -217,6 +217,7 @@ def train(
     from kennel.lake.records import SearchTrialRow, TrainingRecord
     from kennel.model import Model, ModelCard
     from kennel.monitoring.profile import save_monitoring_reference
+    from kennel.privacy import Redactor
     from kennel.spark import is_cluster
     from kennel.training.trainer import (
         TrainResult,
@@ -277,7 +278,7 @@ def train(
     )
     # Monitoring's references travel with the model: the drift profile of what it learned from, its score
     # calibration on the validation window and the distribution of its explanations.
-    save_monitoring_reference(spec, model, train_rows, validation, staging)
+    save_monitoring_reference(spec, model, train_rows, validation, staging, Redactor.for_spec(spec, data))
     out = data.model_dir(context.run_id)
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -334,6 +335,7 @@ def evaluate_and_gate(
     from kennel.lake.champion import ChampionRegistry, bento_name
     from kennel.lake.records import EvaluationRecord, TrainingRecord
     from kennel.model import Model
+    from kennel.privacy import Redactor
     from kennel.training.evaluation import (
         bars_markdown,
         calibration_markdown,
@@ -348,7 +350,8 @@ def evaluate_and_gate(
     card = model.card
     test = pd.read_parquet(data.training_file("test"))
     scores = model.score(test)
-    report = evaluate(test, scores, card.threshold, list(spec.sensitive_columns), config.min_group_rows)
+    redactor = Redactor.for_spec(spec, data)  # fairness groups of a personal column are named by hashes
+    report = evaluate(test, scores, card.threshold, list(spec.sensitive_columns), config.min_group_rows, redactor)
     shap = shap_summary(model, test)
     metrics = report.metrics
     test_days = sorted({str(d)[:10] for d in test["event_date"].unique()}) if "event_date" in test.columns else []
@@ -357,6 +360,7 @@ def evaluate_and_gate(
         fairness={col: g.gaps for col, g in report.groups.items()},
         test_days=test_days,
         shap_mean_abs=dict(zip(shap["feature"], shap["mean_abs_shap"].round(6), strict=True)),
+        calibration=report.calibration.to_dict("records"),
     )
     write_model_record(model_dir, evaluation)
 
@@ -393,7 +397,12 @@ def evaluate_and_gate(
             champion.run_id, model_store.model_folder(champion.model_tag), champion.model_tag
         )
     decision = decide(
-        Candidate(card.run_id, model_dir, model_tag), champion_candidate, test, list(spec.sensitive_columns), config
+        Candidate(card.run_id, model_dir, model_tag),
+        champion_candidate,
+        test,
+        list(spec.sensitive_columns),
+        config,
+        redactor,
     )
     registry.record_decision(decision)
     context.log.info(f"promotion gate: {decision.summary}")

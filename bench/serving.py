@@ -28,6 +28,13 @@ Time to ready: process start to the first 200 from GET /readyz, polled every 20 
 --explain-only measures just that pairing (and the model calls in-process): no minimal app, no wrk
 runs; a short check of the explanation path.
 
+--shadow measures what a challenger in shadow costs the answers: two Bentos of the same champion, one
+with a challenger in shadow (trained on other generated days), each under `bentoml serve` (one
+worker), single records to POST /predict on one keep-alive connection per server, alternating
+server by server so both meet the same load; p50/p99 per server and the p99 ratio (goal: at most
+SHADOW_P99_RATIO), then, after both servers' shutdown flush, the shadow log's rows against the
+answers. No wrk needed.
+
 --write replaces the "Serving" section of BENCHMARKS.md with the table of this run; results are
 also printed and saved as JSON under .kennel/bench/serving-<time>.json.
 """
@@ -67,12 +74,13 @@ GOALS = {
     "explain": "/explain p99 <= 2x /predict p99 at c=1 (same records, same server)",
 }
 EXPLAIN_P99_RATIO = 2.0
+SHADOW_P99_RATIO = 1.3
 
 
 # --- model and data ------------------------------------------------------------------------------
 
 
-def train_demo_model(folder: Path, days: int, rows_per_day: int) -> tuple[Any, Any]:
+def train_demo_model(folder: Path, days: int, rows_per_day: int, seed: int = 11) -> tuple[Any, Any]:
     """Generated credit_demo days → kennel.training.trainer.train_model (default hyperparameters, CPU),
     saved as a model folder the way the `model` asset saves it."""
     import numpy as np
@@ -85,7 +93,7 @@ def train_demo_model(folder: Path, days: int, rows_per_day: int) -> tuple[Any, A
     from kennel.training.trainer import train_model
 
     spec = load_spec(ROOT / "datasets" / "credit_demo.yaml")
-    rng = np.random.default_rng(11)
+    rng = np.random.default_rng(seed)
     frames = [generate_frame(spec, date(2026, 1, 1 + d), rows_per_day, rng) for d in range(days)]
     data = pd.concat(frames, ignore_index=True)
     data["label"] = (data[spec.label.column].astype(str) == str(spec.label.positive)).astype(int)
@@ -333,6 +341,119 @@ def paired_latency(base_url: str, routes: tuple[str, ...], bodies: list[bytes], 
     }
 
 
+def alternating_latency(base_urls: dict[str, str], route: str, bodies: list[bytes], seconds: float) -> dict[str, Any]:
+    """`paired_latency` across servers: one keep-alive connection per server, each body sent to every
+    server in turn, so the servers meet the same load; per server its answers, non-200 answers, p50/p99 µs."""
+    import http.client
+
+    import numpy as np
+
+    conns = {}
+    for name, url in base_urls.items():
+        host, port = url.removeprefix("http://").split(":")
+        conns[name] = http.client.HTTPConnection(host, int(port), timeout=30)
+    taken: dict[str, list[float]] = {name: [] for name in base_urls}
+    errors = dict.fromkeys(base_urls, 0)
+    deadline, i = time.perf_counter() + seconds, 0
+    try:
+        while time.perf_counter() < deadline:
+            body = bodies[i % len(bodies)]
+            i += 1
+            for name, conn in conns.items():
+                started = time.perf_counter()
+                conn.request("POST", route, body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                taken[name].append(time.perf_counter() - started)
+                errors[name] += response.status != 200
+    finally:
+        for conn in conns.values():
+            conn.close()
+    return {
+        name: {
+            "requests": len(times),
+            "errors": errors[name],
+            "p50_us": float(np.percentile(times, 50) * 1e6),
+            "p99_us": float(np.percentile(times, 99) * 1e6),
+        }
+        for name, times in taken.items()
+    }
+
+
+def shadow_comparison(args: argparse.Namespace) -> int:
+    """--shadow: single-record latency at c=1 with and without a challenger in shadow (see the docstring)."""
+    work = Path(tempfile.mkdtemp(prefix="kennel-bench-shadow-"))
+    os.environ.update({"BENTOML_HOME": str(work / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"})
+    servers: list[Server] = []
+    try:
+        load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
+        print("training the champion and the challenger …", flush=True)
+        spec, _ = train_demo_model(work / "champion", args.days, args.rows_per_day)
+        train_demo_model(work / "challenger", args.days, args.rows_per_day, seed=12)
+
+        from kennel.lake import Lake
+        from kennel.serving.model_store import build_bento, save_model
+
+        champion_tag = save_model(work / "champion", name="kennel-credit-demo", labels={}, metadata={})
+        challenger_tag = save_model(work / "challenger", name="kennel-credit-demo", labels={}, metadata={})
+        lakes = {"plain": Lake(work / "lake-plain"), "shadow": Lake(work / "lake-shadow")}
+        bentos = {
+            name: build_bento(
+                champion_tag,
+                bento_name="kennel-credit-demo",
+                labels={},
+                lake=lake,
+                shadow_model_tag=challenger_tag if name == "shadow" else None,
+            )
+            for name, lake in lakes.items()
+        }
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KENNEL_LAKE_ROOT")}
+        env["KENNEL_PREDICTION_LOG_FLUSH_S"] = "5"
+        venv_bin = Path(sys.executable).parent
+        print("starting servers …", flush=True)
+        for name, bento_tag in bentos.items():
+            port = free_port()
+            command = [str(venv_bin / "bentoml"), "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)]
+            servers.append(start_server(name, command, env, work / f"{name}.log", port))
+        urls = {server.name: server.base_url for server in servers}
+        bodies = [json.dumps(r).encode() for r in request_records(spec, SINGLE_POOL)]
+        warm = alternating_latency(urls, "/predict", bodies, args.warmup)
+        cpu_before = {server.name: server.cpu_seconds() for server in servers}
+        measured = alternating_latency(urls, "/predict", bodies, args.duration)
+        for server in servers:  # the shadow server's includes the challenger's scoring and its log
+            result = measured[server.name]
+            result["server_cpu_us_per_request"] = (
+                (server.cpu_seconds() - cpu_before[server.name]) / result["requests"] * 1e6
+            )
+        load_after = " ".join(f"{x:.1f}" for x in os.getloadavg())
+        for server in servers:
+            server.stop()  # the shutdown flush writes what the logs still hold
+        servers.clear()
+
+        from kennel.serving.prediction_log import read_predictions, read_shadow_predictions
+
+        answered = warm["shadow"]["requests"] + measured["shadow"]["requests"]
+        shadow_rows = len(read_shadow_predictions(lakes["shadow"].dataset(spec.name)))
+        logged = len(read_predictions(lakes["shadow"].dataset(spec.name), with_feedback=False))
+        ratio = measured["shadow"]["p99_us"] / measured["plain"]["p99_us"]
+        print(f"\nsingle records, POST /predict, c=1, servers alternating, {args.duration} s:")
+        for name, result in measured.items():
+            print(
+                f"  {name:6s} {result['requests']:,} answers ({result['errors']} errors): "
+                f"p50 {_ms(result['p50_us'])} ms  p99 {_ms(result['p99_us'])} ms  "
+                f"server CPU {result['server_cpu_us_per_request']:.0f} µs/request"
+            )
+        verdict = "met" if ratio <= SHADOW_P99_RATIO else "MISSED"
+        print(f"  p99 shadow / plain: {ratio:.2f}x (goal <= {SHADOW_P99_RATIO}x: {verdict})")
+        print(f"  shadow server: {answered:,} answered, {logged:,} in the prediction log, {shadow_rows:,} shadow rows")
+        print(f"load average {load_before} before, {load_after} after")
+        return 0
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 # --- report --------------------------------------------------------------------------------------
 
 
@@ -475,7 +596,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--explain-only", action="store_true", help="only the Bento's /predict and /explain at 1 connection"
     )
+    parser.add_argument(
+        "--shadow", action="store_true", help="only single-record /predict latency with and without a shadow challenger"
+    )
     args = parser.parse_args(argv)
+    if args.shadow:
+        if args.write:
+            parser.error("--write needs the whole run, not --shadow")
+        return shadow_comparison(args)
     if not shutil.which("wrk"):
         parser.error("wrk is not installed (apt-get install wrk)")
     if args.write and args.explain_only:

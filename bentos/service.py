@@ -28,6 +28,8 @@ Settings (environment, read at start-up; a bad value stops the start with a mess
   KENNEL_ACCESS_LOG               1 = BentoML's access log line per request (off by default)
   KENNEL_EXPLAIN_TOP_K            features /explain lists by |contribution| (default 5; the others are
                                   summed into `rest`)
+  KENNEL_SHADOW_QUEUE_ROWS        rows waiting for the shadow challenger beyond which requests are not
+                                  shadowed (default 20,000; counted in kennel_shadow_skipped_rows)
 
 The request schemas are generated from the model's card and data-set spec; GET /docs.json is an
 OpenAPI 3.1 document that states them exactly (nullable fields, ranges, categories, closed objects).
@@ -40,6 +42,15 @@ as `rest`: bias + contributions + rest = margin. Latency bound: p99 at most 2x /
 two routes alternating on the same records, 2 shared cores at load average 2.6-3.1): p50 1.3-1.4 ms,
 p99 3.0-3.4 ms, against /predict's 0.9 ms and 2.0-2.8 ms (p99 1.2-1.5x); the explanation itself
 costs ~0.3 ms of CPU per record.
+
+A Bento may carry a challenger in shadow (its manifest's shadow_model_tag, kennel.serving.champion):
+every scoring route answers with the champion alone, then queues the request's validated inputs for a
+background thread that scores them with the challenger, through the challenger's own card and
+encoder (what it would score served alone), into the shadow log (kennel.serving.prediction_log.
+ShadowLog, joined to the prediction log by request_id). The challenger never changes an answer: a
+full queue skips requests (counted), a failure is logged by its type and counted.
+
+GET /model_card answers the champion's HTML model card when the Bento carries one (404 otherwise).
 """
 
 import gc
@@ -55,10 +66,10 @@ import bentoml
 import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from kennel.lake import LAKE_ROOT_ENV, Lake, configured_root
+from kennel.lake import LAKE_ROOT_ENV, DatasetLake, Lake, configured_root
 from kennel.model import SPEC_FILE, Model, ModelCard, import_for_serving, record_columns, verify_checksums
 from kennel.serving.api import (
     ARROW_MEDIA_TYPE,
@@ -96,8 +107,8 @@ from kennel.serving.guard import (
     refusal_from_problems,
     withhold_exception_messages,
 )
-from kennel.serving.model_store import BENTO_MANIFEST, BentoManifest
-from kennel.serving.prediction_log import FeedbackLog, PredictionLog
+from kennel.serving.model_store import BENTO_MANIFEST, MODEL_CARD_FILE, BentoManifest
+from kennel.serving.prediction_log import FeedbackLog, PredictionLog, ShadowLog
 from kennel.serving.request_ids import RequestIds
 from kennel.serving.workers import WorkerLifecycle, prepare_serve_process
 from kennel.spec import FeatureType, load_spec
@@ -144,6 +155,11 @@ MODEL_DIR = Path(MODEL.resolve().path)
 verify_checksums(MODEL_DIR)  # before the card and spec are parsed: a damaged folder fails with its checksum
 CARD = ModelCard.load(MODEL_DIR)
 SPEC = load_spec(MODEL_DIR / SPEC_FILE)
+SHADOW_MODEL = bentoml.models.BentoModel(MANIFEST.shadow_model_tag) if MANIFEST.shadow_model_tag else None
+SHADOW_DIR = Path(SHADOW_MODEL.resolve().path) if SHADOW_MODEL else None
+if SHADOW_DIR:
+    verify_checksums(SHADOW_DIR)
+MODEL_CARD_HTML = Path(__file__).with_name(MODEL_CARD_FILE)
 FIELDS = input_field_names(SPEC, CARD)
 # Categorical inputs whose unknown values are scored as "other" (and flagged): under `unknown_category:
 # other`, and learned ones.
@@ -223,6 +239,7 @@ class KennelService:
     """Scores records with one model (kennel.model); logs every answer to the lake for monitoring."""
 
     model = MODEL  # declared as a class attribute so the Bento build records the model
+    shadow_model = SHADOW_MODEL  # likewise the challenger in shadow, when the manifest names one
 
     def __init__(self) -> None:
         self._ready = False
@@ -239,6 +256,7 @@ class KennelService:
             data, SPEC, model_tag=self.model_version, threshold=CARD.threshold, flush_interval_s=flush_s
         )
         self.feedback_log = FeedbackLog(data, verifier=self.ids, flush_interval_s=flush_s)
+        self.shadow = self._shadow_log(SHADOW_DIR, data, flush_s) if SHADOW_DIR else None
         # Made here, in the worker: `bentoml build` imports this module, maybe more than once.
         self.unknown_feedback_ids = bentoml.metrics.Counter(
             name="kennel_feedback_unknown_request_ids",
@@ -248,10 +266,16 @@ class KennelService:
         SCREEN.start()
         self.log.start()
         self.feedback_log.start()
+        also_flush: list[Any] = [self.feedback_log]
+        if self.shadow is not None:
+            self.shadow.start()
+            also_flush.append(self.shadow)
         # Stops with the main process; counts the deaths of this server's workers (kennel.serving.workers).
-        self.lifecycle = WorkerLifecycle(self.log, also_flush=[self.feedback_log])
+        self.lifecycle = WorkerLifecycle(self.log, also_flush=also_flush)
         self.lifecycle.start()
         logger.info("serving %s; prediction log and feedback under %s", self.model_version, self.lake.root)
+        if self.shadow is not None:
+            logger.info("challenger %s in shadow (its log: %s)", self.shadow.model_tag, self.shadow.folder)
         # Everything allocated so far (modules, schemas, the model) lives as long as the process:
         # keeping it out of the collector's full passes shortens their pauses severalfold.
         gc.freeze()
@@ -259,6 +283,41 @@ class KennelService:
 
     def __is_ready__(self) -> bool:
         return self._ready
+
+    def _shadow_log(self, folder: Path, data: DatasetLake, flush_s: int) -> ShadowLog:
+        """The challenger, loaded with its own card, spec and encoder, behind a shadow log; warmed up
+        on the example record like the champion."""
+        challenger = Model.load(folder)
+        fields = input_field_names(load_spec(folder / SPEC_FILE), challenger.card)
+
+        def score(columns: Mapping[str, Any], n_rows: int) -> np.ndarray:
+            return challenger.score_matrix(challenger.encoder.encode(columns, n_rows))
+
+        score(record_columns([Record.model_validate(EXAMPLE)], fields), 1)
+        skipped = bentoml.metrics.Counter(
+            name="kennel_shadow_skipped_rows",
+            documentation="Answered rows the shadow challenger did not score: its queue was full",
+        )
+        return ShadowLog(
+            data,
+            score=score,
+            fields=fields,
+            model_tag=str(SHADOW_MODEL.tag) if SHADOW_MODEL else "",
+            champion_model_tag=self.model_version,
+            threshold=challenger.card.threshold,
+            max_queue_rows=env_int("KENNEL_SHADOW_QUEUE_ROWS", 20_000),
+            flush_interval_s=flush_s,
+            on_skip=skipped.inc,
+        )
+
+    def _to_shadow(self, endpoint: str, request_ids: list[str], columns: Any) -> None:
+        """Hand an answered request's validated inputs to the challenger, if any; never fails the answer."""
+        if self.shadow is None:
+            return
+        try:
+            self.shadow.append(endpoint, request_ids, columns)
+        except Exception as exc:
+            logger.error("shadow: queueing a %s request failed (%s)", endpoint, type(exc).__name__)
 
     def _warm_up(self) -> None:
         """One prediction through the whole scoring path (not logged), so the first request does not
@@ -284,6 +343,8 @@ class KennelService:
     def flush_prediction_log(self) -> None:
         self.log.close()
         self.feedback_log.close()
+        if self.shadow is not None:
+            self.shadow.close()
         self.lifecycle.close()
         SCREEN.close()
 
@@ -338,6 +399,7 @@ class KennelService:
     ) -> ColumnarPredictions:
         request_ids = self.ids.issue(len(probabilities))
         self.log.append(endpoint, request_ids, probabilities, logged, warnings=warnings.log_column())
+        self._to_shadow(endpoint, request_ids, logged)
         return ColumnarPredictions.model_construct(
             probability=probabilities.tolist(),
             label=labels_at(probabilities, CARD.threshold).tolist(),
@@ -354,6 +416,7 @@ class KennelService:
         probabilities, warnings = self._score(columns, 1)
         request_ids = self.ids.issue(1)
         self.log.append("/predict", request_ids, probabilities, columns, warnings=warnings.log_column())
+        self._to_shadow("/predict", request_ids, columns)
         probability = float(probabilities[0])
         return Prediction.model_construct(
             probability=probability,
@@ -372,6 +435,7 @@ class KennelService:
         self.log.append(
             "/explain", [answer.request_id], np.array([answer.probability]), columns, warnings=warnings.log_column()
         )
+        self._to_shadow("/explain", [answer.request_id], columns)
         return answer
 
     @bentoml.api(
@@ -389,6 +453,7 @@ class KennelService:
         probabilities, warnings = await self._score_off_loop(columns, len(records))
         request_ids = self.ids.issue(len(records))
         self.log.append("/predict_batch", request_ids, probabilities, columns, warnings=warnings.log_column())
+        self._to_shadow("/predict_batch", request_ids, columns)
         return answer_rows(
             probabilities, request_ids, threshold=CARD.threshold, model_version=self.model_version, warnings=warnings
         )
@@ -444,8 +509,22 @@ async def _predict_arrow_endpoint(request: Request) -> Response:
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
+async def _model_card_endpoint(request: Request) -> Response:
+    """GET /model_card: the champion's HTML model card as of its promotion, when the Bento carries one."""
+    if MODEL_CARD_BYTES is None:
+        return JSONResponse({"error": "this Bento carries no model card"}, status_code=404)
+    return HTMLResponse(MODEL_CARD_BYTES)
+
+
+MODEL_CARD_BYTES = MODEL_CARD_HTML.read_bytes() if MODEL_CARD_HTML.is_file() else None
 KennelService.mount_asgi_app(
-    Starlette(routes=[Route(ARROW_ROUTE, _predict_arrow_endpoint, methods=["POST"])]), path="/"
+    Starlette(
+        routes=[
+            Route(ARROW_ROUTE, _predict_arrow_endpoint, methods=["POST"]),
+            Route("/model_card", _model_card_endpoint, methods=["GET"]),
+        ]
+    ),
+    path="/",
 )
 
 # The guard validates JSON bodies with the very classes BentoML's APIs take, and hands them over.
@@ -471,6 +550,7 @@ KennelService.add_asgi_middleware(
         ),
         apis=APIS,
         api_key=API_KEY is not None,
+        model_card=MODEL_CARD_BYTES is not None,
     ),
 )
 

@@ -6,11 +6,13 @@
     kennel train                      features → training set → model → gate → champion → Bento
     kennel serve                      serve the champion's Bento over HTTP
     kennel status                     champion, recent decisions, failed days, drift
+    kennel lineage REQUEST_ID         the model, data days, gate decision and champion history behind an answer
+    kennel lineage --at TIMESTAMP     the champion in force at a past moment
 
 `ingest` and `train` run the project's Dagster jobs with `dagster job execute` in the project's instance
 (DAGSTER_HOME), printing the exact command first: every run shows in the UI, and the same command works
 without Kennel's wrapper. The wrapper checks the day range first and summarises what the run left in the
-lake afterwards. Nothing here imports Dagster; `init`, `check`, `serve` and `status` never start it.
+lake afterwards. Nothing here imports Dagster; `init`, `check`, `serve`, `status` and `lineage` never start it.
 """
 
 from __future__ import annotations
@@ -235,6 +237,25 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
+def lineage(args: argparse.Namespace) -> int:
+    from kennel.lineage import champion_at, parse_moment
+    from kennel.lineage import lineage as request_lineage
+
+    if (args.request_id is None) == (args.at is None):
+        raise CommandError("give a REQUEST_ID or --at TIMESTAMP (one of them)")
+    spec, _ = _dataset(args.dataset)
+    data = (Lake(args.lake) if args.lake else _lake()).dataset(spec.name)
+    try:
+        found = champion_at(data, parse_moment(args.at)) if args.at else request_lineage(data, args.request_id)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    except LookupError as exc:
+        print(f"kennel lineage: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(found.to_json(), indent=2) if args.json else found.render())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kennel", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -260,6 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("status", parents=[dataset], help="champion, failed days, drift and decisions")
     p.add_argument("--days", type=int, default=7, help="how many recent days and decisions to list")
     p.set_defaults(func=status)
+    p = commands.add_parser(
+        "lineage", parents=[dataset], help="what answered a request, and from what; or the champion at a moment"
+    )
+    p.add_argument("request_id", nargs="?", metavar="REQUEST_ID", help="a request id the service returned")
+    p.add_argument("--at", metavar="TIMESTAMP", help="ISO 8601 moment (naive = UTC): the champion then")
+    p.add_argument("--lake", metavar="PATH", help=f"the lake's root folder (default: {LAKE_ROOT_ENV} or .kennel/lake)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=lineage)
     return parser
 
 

@@ -21,6 +21,9 @@ TRAIN_JOB = "train_and_package"
 MONITOR_JOB = "monitor_daily"
 ROLLBACK_JOB = "rollback_champion"
 PACKAGE_JOB = "package_champion"
+BATCH_SCORE_JOB = "score_batch"
+SHADOW_JOB = "evaluate_shadow"
+CARD_JOB = "refresh_model_card"
 
 
 def scoped_name(dataset: str, base: str, several: bool) -> str:

@@ -441,6 +441,10 @@ class DatasetSpec(_Strict):
     # Monitoring slices beyond the sensitive columns: drift and performance are also measured per value of
     # each of these (categorical or boolean features).
     segments: tuple[str, ...] = ()
+    # Columns holding personal data (the id column or features): their values stay in the data tables
+    # (raw, clean, quarantine); everywhere else (prediction log, check metadata, profiles, monitoring,
+    # model cards, logs) kennel.privacy hashes a text value and drops a number or boolean.
+    personal_columns: tuple[str, ...] = ()
     split: Split
     quality: Quality = Quality()
     expectations: tuple[UserExpectation, ...] = Field(
@@ -492,6 +496,7 @@ class DatasetSpec(_Strict):
                     f"segment {col!r} is numeric; monitoring slices by value, so a segment must be categorical or "
                     "boolean (declare a banded copy of the column as a categorical feature to slice by it)"
                 )
+        self._check_personal_columns()
         checks = [e.check_name for e in self.expectations]
         for e in self.expectations:
             unknown = [c for c in e.columns if c not in self.raw_columns]
@@ -502,6 +507,36 @@ class DatasetSpec(_Strict):
             if e.check_name.removeprefix("gx_") in BUILT_IN_CHECK_GROUPS:
                 raise ValueError(f"expectation name {e.check_name} is taken by a built-in check; rename it")
         return self
+
+    def _check_personal_columns(self) -> None:
+        allowed = "personal_columns may list the id column and declared features"
+        for col in self.personal_columns:
+            if col in (self.label.column, self.timestamp_column):
+                role = "the label" if col == self.label.column else "the timestamp column"
+                raise ValueError(
+                    f"personal column {col!r} is {role}; {allowed} (the label and the timestamp are what "
+                    "monitoring measures by, so they cannot be hashed or dropped)"
+                )
+            if col != self.id_column and col not in self.feature_names:
+                raise ValueError(f"personal column {col!r} is not a declared column; {allowed}")
+            if self.personal_columns.count(col) > 1:
+                raise ValueError(f"personal column {col!r} is listed twice")
+            if col == self.id_column:
+                continue
+            feature = self.feature(col)
+            if feature.type is not FeatureType.categorical and col in self.slice_columns:
+                role = "sensitive column" if col in self.sensitive_columns else "segment"
+                raise ValueError(
+                    f"personal column {col!r} is a {feature.type.value} {role}: outside the data tables a personal "
+                    "number or boolean is dropped, so monitoring could not slice by it; a personal column may be "
+                    "a sensitive column or segment only when it is categorical (its values are then hashed)"
+                )
+            if feature.learned_categories is not None:
+                raise ValueError(
+                    f"personal column {col!r} uses learned_categories, which would keep its most frequent values "
+                    "in the model card; list its categories in the spec instead (a personal categorical feature "
+                    "may only take declared categories)"
+                )
 
     @model_validator(mode="after")
     def _relative_source_stays_inside(self) -> DatasetSpec:
@@ -545,8 +580,12 @@ class DatasetSpec(_Strict):
 
     def fingerprint(self) -> str:
         """Stable hash of everything that changes what the pipeline does (not where files live)."""
-        # Segments only slice monitoring: adding one changes neither the data nor the model.
-        payload = self.model_dump(mode="json", exclude={"spec_path", "source", "description", "owner", "segments"})
+        # Segments only slice monitoring, and personal columns only change how values are redacted outside
+        # the data tables: declaring either changes neither the data nor the model.
+        payload = self.model_dump(
+            mode="json",
+            exclude={"spec_path", "source", "description", "owner", "segments", "personal_columns"},
+        )
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def resolved_yaml(self) -> str:

@@ -22,7 +22,7 @@ import psutil
 from dagster._core.storage.runs import SqliteRunStorage
 
 from kennel.lake import DatasetLake, Lake
-from kennel.serving.prediction_log import CompactionReport, compact_days
+from kennel.serving.prediction_log import CompactionReport, compact_logs
 from resources import build_resources
 
 # psutil derives a process's start time from the boot time, which the kernel gives to the second.
@@ -123,12 +123,12 @@ def sweep_abandoned_runs(instance: dg.DagsterInstance, lake: Lake, log: logging.
 
 
 def compact_served_logs(data: DatasetLake) -> list[CompactionReport]:
-    """Merge each past day of the prediction log and the feedback log into one file (a serving worker
+    """Merge each past day of the prediction log, the feedback log and the shadow scores into one file (a serving worker
     writes one file per flush: thousands a day). Days before yesterday only: a worker's buffer may
     still hold yesterday's rows for one flush interval after midnight. Lists each past day folder once
     per log when there is nothing to do (milliseconds); `compact_days` logs what it merged."""
     before = datetime.now(UTC).date() - timedelta(days=1)
-    return [compact_days(folder, before) for folder in (data.predictions_dir(), data.feedback_dir())]
+    return compact_logs(data, before)
 
 
 def main() -> None:

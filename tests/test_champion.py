@@ -133,6 +133,9 @@ def test_rollback_returns_to_the_previous_champion_and_is_recorded(tmp_path):
         "reason": "b misbehaves in production",
         "decided_at": None,
         "bento_tag": None,
+        "outcome": None,
+        "shadow_evaluated_at": None,
+        "shadow_summary": None,
     }
     with pytest.raises(NothingToRollBack, match="current: a"):
         registry.rollback()

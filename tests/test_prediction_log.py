@@ -284,12 +284,13 @@ def test_compaction_merges_each_past_day_into_one_file_with_the_same_rows(lake: 
     today = datetime.now(UTC).date()
     assert len(_files(lake.predictions_dir())) == 7 and len(_files(lake.feedback_dir())) == 7
 
-    predictions, feedback = compact_logs(lake, today)
+    predictions, feedback, shadow = compact_logs(lake, today)
 
     assert predictions.days_compacted == ("2020-03-01", "2020-03-02") == feedback.days_compacted
     assert (predictions.files_merged, predictions.rows_merged) == (6, 24)
     assert (feedback.files_merged, feedback.rows_merged) == (6, 18)
     assert predictions.leftovers_removed == 0 and "2 day(s) before" in str(predictions)
+    assert shadow.days_compacted == ()  # no shadow challenger served these days
     for folder in (lake.predictions_dir(), lake.feedback_dir()):
         files = _files(folder)
         assert [f.split("/")[0] for f in files] == ["date=2020-03-01", "date=2020-03-02", f"date={today}"]

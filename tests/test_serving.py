@@ -502,6 +502,7 @@ def test_openapi_document_is_the_services_own(served: Served) -> None:
         "/feedback",
         "/readyz",
     } <= set(doc["paths"])
+    assert "/model_card" not in doc["paths"]  # listed only by a Bento that carries a card
     record = doc["components"]["schemas"]["CreditDemoRecord"]
     assert set(served.card.feature_names) <= set(record["properties"])
     assert record["additionalProperties"] is False

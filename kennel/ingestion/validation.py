@@ -28,6 +28,12 @@ CHECK_DESCRIPTIONS = {
     "row_count": "The partition has at least the spec's minimum number of clean rows",
 }
 SAMPLE_SIZE = 10  # failing values kept per expectation: enough to see the problem, small in metadata
+# What stands in an outcome for a value of a personal column (spec: personal_columns): outcomes go into
+# quality records and Dagster metadata, which hold no personal values. Validation runs without the lake
+# (and so without the salt kennel.privacy hashes with): the values are dropped, not hashed.
+REDACTED = "(personal value redacted)"
+_COLUMN_KWARGS = ("column", "column_A", "column_B")
+_COLUMN_LIST_KWARGS = ("column_list", "column_set")
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,12 @@ def _is_row_level(expectation: Any) -> bool:
     return isinstance(expectation, (ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation))
 
 
+def _names_personal_column(kwargs: dict[str, Any], personal: set[str]) -> bool:
+    named = [kwargs.get(k) for k in _COLUMN_KWARGS]
+    named += [c for k in _COLUMN_LIST_KWARGS for c in kwargs.get(k) or ()]
+    return any(isinstance(c, str) and c in personal for c in named)
+
+
 def validate_dataframe(df: DataFrame, spec: DatasetSpec, name: str = "clean") -> list[GroupOutcome]:
     """Run the spec's suite on a Spark DataFrame inside GX (no conversion to pandas).
 
@@ -140,6 +152,9 @@ def validate_dataframe(df: DataFrame, spec: DatasetSpec, name: str = "clean") ->
     that failed and for aggregate ones, whose observed value is cheap. Asking GX for samples of every
     row-level expectation costs one more scan each, even when nothing fails: 3-4x the time.
     Cache `df` first when it is read from files: GX runs several Spark jobs over it.
+
+    An expectation on a personal column keeps its counts and share of failing rows, but its failing-value
+    sample and an observed value of the column's own (a min, a max, a set of values) read REDACTED.
     """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
@@ -175,6 +190,7 @@ def validate_dataframe(df: DataFrame, spec: DatasetSpec, name: str = "clean") ->
     )
 
     severity = {c.name: c.severity for c in check_definitions(spec)}
+    personal = set(spec.personal_columns)
     outcomes: dict[str, list[ExpectationOutcome]] = {c: [] for c in severity}
     for i, (group, _expectation) in enumerate(items):
         res = detailed.get(i, quick[i])
@@ -185,6 +201,11 @@ def validate_dataframe(df: DataFrame, spec: DatasetSpec, name: str = "clean") ->
             count = body.get("unexpected_count")
         else:  # a row-level expectation that passed with mostly = 1: nothing was unexpected
             observed, count = 0.0, 0
+        sample = list(body.get("partial_unexpected_list") or [])[:SAMPLE_SIZE]
+        if _names_personal_column(kwargs, personal):
+            sample = [REDACTED] * len(sample)
+            if "observed_value" in body:  # a row-level expectation's observed share of failing rows stays
+                observed = REDACTED
         outcomes[group].append(
             ExpectationOutcome(
                 group=group,
@@ -196,7 +217,7 @@ def validate_dataframe(df: DataFrame, spec: DatasetSpec, name: str = "clean") ->
                 observed=_jsonable(observed),
                 unexpected_count=count,
                 unexpected_percent=_jsonable(body.get("unexpected_percent", 0.0 if i not in detailed else None)),
-                unexpected_sample=_jsonable(list(body.get("partial_unexpected_list") or [])[:SAMPLE_SIZE]),
+                unexpected_sample=_jsonable(sample),
             )
         )
     return [GroupOutcome(g, outcomes[g], severity[g]) for g in severity]

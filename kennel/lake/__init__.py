@@ -55,6 +55,7 @@ from kennel.lake.records import (
     MonitoringRecord,
     QualityRecord,
     RetrainDecisionRecord,
+    ShadowEvaluationRecord,
     TrainingRecord,
     TrainingSetRecord,
 )
@@ -260,7 +261,7 @@ class DatasetLake:
         return self.lake.root / "batch_scores" / self.name
 
     def cards_dir(self) -> Path:
-        """Human-readable model cards (HTML), one folder per model run (kennel.training.model_card)."""
+        """Human-readable model cards (HTML), one folder per model run (kennel.training.card_page)."""
         return self.lake.root / "cards" / self.name
 
     def warehouse(self) -> Path:
@@ -452,10 +453,13 @@ _MODEL_RECORD_FILES: dict[type[BaseModel], str] = {
     TrainingRecord: "training.json",  # how the model was trained
     EvaluationRecord: "evaluation.json",  # the model on its test window
     GateDecision: "gate_decision.json",  # the gate's verdict (what promotion reads)
+    ShadowEvaluationRecord: "shadow_evaluation.json",  # the verdict on live traffic (what a shadow promotion reads)
 }
 
+type ModelRecord = TrainingRecord | EvaluationRecord | GateDecision | ShadowEvaluationRecord
 
-def write_model_record(model_dir: Path, record: TrainingRecord | EvaluationRecord | GateDecision) -> Path:
+
+def write_model_record(model_dir: Path, record: ModelRecord) -> Path:
     """Keep a record about a model in its model folder."""
     path = Path(model_dir) / _MODEL_RECORD_FILES[type(record)]
     write_atomically(path, record.model_dump_json(indent=2))

@@ -262,6 +262,11 @@ class ChampionEntry(Record):
     decision_summary: str = ""
     metrics: dict[str, Any] = {}
     bento_tag: str | None = None
+    # The evaluations behind a promotion: the offline gate's, and the shadow's on live traffic when the
+    # gate config required one. None in entries written before shadows.
+    decided_at: str | None = None
+    shadow_evaluated_at: str | None = None
+    shadow_summary: str | None = None
 
 
 class ShadowEntry(Record):
@@ -287,11 +292,14 @@ class ChampionPointer(Record):
     shadow: ShadowEntry | None = None  # a challenger served in shadow beside `current`, if any
 
 
+ShadowOutcome = Literal["promoted", "rejected", "expired", "rolled_back", "replaced"]
+
+
 class ChampionEvent(Record):
-    """One line of the champion history: promoted, rolled_back or bento."""
+    """One line of the champion history: promoted, rolled_back, bento, or a shadow's start, end or Bento."""
 
     version: int
-    event: Literal["promoted", "rolled_back", "bento"]
+    event: Literal["promoted", "rolled_back", "bento", "shadow_started", "shadow_ended", "shadow_bento"]
     at: str
     run_id: str
     model_tag: str | None = None
@@ -299,6 +307,37 @@ class ChampionEvent(Record):
     reason: str = ""
     decided_at: str | None = None
     bento_tag: str | None = None
+    outcome: ShadowOutcome | None = None  # shadow_ended: why the shadow ended
+    # promoted after a shadow: the shadow evaluation that passed (with decided_at, the gate's)
+    shadow_evaluated_at: str | None = None
+    shadow_summary: str | None = None
+
+
+class ShadowEvaluationRecord(Record):
+    """A shadow challenger against the champion on the same live requests (kennel.training.shadow): every
+    number with the threshold it was held against. Kept in the challenger's model folder (what promotion
+    reads) and in the data set's registry log."""
+
+    schema_version: int = 1
+    evaluated_at: str
+    outcome: Literal["pending", "passed", "rejected", "expired"]
+    summary: str
+    challenger_run_id: str
+    challenger_model_tag: str
+    model_dir: str
+    champion_run_id: str
+    champion_model_tag: str
+    shadow_since: str
+    decided_at: str  # the offline gate decision the shadow followed
+    requests: int  # requests scored by both models since the shadow started
+    labelled: int  # of those, with a known label
+    positives: int = 0
+    agreement: float | None = None  # share of requests both models labelled alike (each at its own threshold)
+    score_psi: float | None = None  # challenger scores against the champion's, on the champion's deciles
+    mean_score: dict[str, float] = {}  # "challenger" / "champion" → mean probability
+    metrics: dict[str, dict[str, float | None]] = {}  # "challenger" / "champion" → metric on labelled requests
+    bootstrap: dict[str, Any] | None = None  # kennel.training.gate.paired_bootstrap on the labelled requests
+    thresholds: dict[str, Any] = {}
 
 
 # --- the training set ----------------------------------------------------------------------------------
@@ -350,3 +389,5 @@ class EvaluationRecord(Record):
     fairness: dict[str, dict[str, float | None]] = {}
     test_days: list[str] = []
     shap_mean_abs: dict[str, float] = Field(default_factory=dict)
+    # Reliability bins (kennel.training.evaluation.calibration_table rows); [] in records written before.
+    calibration: list[dict[str, Any]] = []

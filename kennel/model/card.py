@@ -6,6 +6,8 @@ frozen here, from the training rows, once."""
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,11 +65,15 @@ class ModelCard(BaseModel):
         learned features needs: raises ValueError without them)."""
         feats = tuple(_card_feature(f, training) for f in spec.model_features)
         card = cls(dataset=spec.name, spec_fingerprint=spec.fingerprint(), features=feats, **kwargs)
-        return card if training is None else card.with_training(training)
+        return card if training is None else card.with_training(training, personal=spec.personal_columns)
 
-    def with_training(self, training: pd.DataFrame) -> ModelCard:
+    def with_training(self, training: pd.DataFrame, *, personal: Collection[str] = ()) -> ModelCard:
         """This card with each feature's `seen` taken from the training rows (read through the card,
-        so a value counts as the model saw it: float32 numbers, categories of the card's lists)."""
+        so a value counts as the model saw it: float32 numbers, categories of the card's lists).
+
+        A personal numeric feature's range is widened outward to two significant digits
+        (`coarse_range`): the card travels with the model, and its exact smallest and largest values
+        would each be one person's. Serving still flags inputs well outside what training saw."""
         from kennel.model.frame import to_model_frame
 
         frame = to_model_frame(training, self)
@@ -82,11 +88,12 @@ class ModelCard(BaseModel):
                     categories=tuple(c for c in feat.categories or () if c in occurred),
                 )
             else:
-                seen = SeenInTraining(
-                    nulls=bool(column.isna().any()),
-                    min=float(present.min()) if len(present) else None,
-                    max=float(present.max()) if len(present) else None,
-                )
+                low = high = None
+                if len(present):
+                    low, high = float(present.min()), float(present.max())
+                    if feat.name in personal and feat.type is FeatureType.numeric:
+                        low, high = coarse_range(low, high)
+                seen = SeenInTraining(nulls=bool(column.isna().any()), min=low, max=high)
             features.append(feat.model_copy(update={"seen": seen}))
         return self.model_copy(update={"features": tuple(features)})
 
@@ -102,6 +109,20 @@ class ModelCard(BaseModel):
     @classmethod
     def load(cls, folder: Path) -> ModelCard:
         return cls.model_validate(json.loads((Path(folder) / CARD_FILE).read_text()))
+
+
+def _round_outward(value: float, digits: int, up: bool) -> float:
+    if value == 0 or not math.isfinite(value):
+        return value
+    step = 10.0 ** (math.floor(math.log10(abs(value))) - digits + 1)
+    rounded = (math.ceil if up else math.floor)(value / step) * step
+    return max(rounded, value) if up else min(rounded, value)  # never inward, whatever the float rounding
+
+
+def coarse_range(low: float, high: float, digits: int = 2) -> tuple[float, float]:
+    """[low, high] widened outward to `digits` significant digits (a bound already that coarse stays),
+    so it names no training row's exact value: coarse_range(17.3, 986.41) == (17.0, 990.0)."""
+    return _round_outward(low, digits, up=False), _round_outward(high, digits, up=True)
 
 
 def _card_feature(feature: Feature, training: pd.DataFrame | None) -> CardFeature:

@@ -23,6 +23,8 @@ from kennel.training.evaluation import classification_metrics, roc_auc
 
 if TYPE_CHECKING:
     from kennel.lake import DatasetLake
+    from kennel.model import Model
+    from kennel.privacy import Redactor
 
 # The metrics estimated without labels, in the order the UI shows them.
 ESTIMATED_METRICS = ("roc_auc", "precision", "recall", "positive_rate", "expected_calibration_error")
@@ -46,9 +48,15 @@ class MonitoredDay:
 def monitored_rows(spec: DatasetSpec, data: DatasetLake, day: str, late: pd.Series) -> MonitoredDay:
     """The day's validated rows and served requests (a record that landed and was served counts once,
     through its landed row), with labels: a row's own, else the latest late one for its id (`late`:
-    record id → label, from kennel.ingestion.labels.latest_labels)."""
+    record id → label, from kennel.ingestion.labels.latest_labels).
+
+    A personal id column is hashed in the prediction log: served rows are matched to landed rows and late
+    labels by the hashes of their ids (kennel.privacy). Served rows come as logged (personal columns
+    redacted), landed rows as landed: redact the frame once it is scored (`monitored_scores`)."""
+    from kennel.privacy import Redactor
     from kennel.serving.prediction_log import read_predictions
 
+    redactor = Redactor.for_spec(spec, data)
     frames = []
     came_late = 0
     landed_ids = pd.Series([], dtype="string")
@@ -62,6 +70,9 @@ def monitored_rows(spec: DatasetSpec, data: DatasetLake, day: str, late: pd.Seri
     served = read_predictions(data, start=day, end=day)
     if len(served):
         served_ids = served[spec.id_column].astype("string").str.strip(WHITESPACE)
+        if spec.id_column in redactor.hashed_columns:  # the log holds hashed ids: hash the other side too
+            landed_ids = landed_ids.map(redactor.hash_value, na_action="ignore")
+            late = late.set_axis(late.index.map(lambda record_id: redactor.hash_value(str(record_id))))
         once = ~served_ids.isin(landed_ids)
         served, served_ids = served[once], served_ids[once]
         label = served["actual_label"].astype(float).fillna(served_ids.map(late))
@@ -69,6 +80,17 @@ def monitored_rows(spec: DatasetSpec, data: DatasetLake, day: str, late: pd.Seri
         frames.append(served.assign(label=label))
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"label": pd.Series([], dtype=float)})
     return MonitoredDay(frame=frame, late_labelled_rows=came_late)
+
+
+def monitored_scores(model: Model, frame: pd.DataFrame, redactor: Redactor) -> np.ndarray:
+    """The model's scores of monitored rows (`monitored_rows`, or a day of the prediction log). Where the
+    prediction log lacks a model input (a personal column: hashed or dropped), a served row keeps the
+    probability it was served with, since scoring it again would read the redacted values."""
+    scores = model.score(frame)
+    if "probability" in frame.columns and set(redactor.columns) & set(model.card.feature_names):
+        logged = frame["probability"].to_numpy(dtype=np.float64, na_value=np.nan)
+        scores = np.where(np.isnan(logged), scores, logged)
+    return scores
 
 
 def slice_values(frame: pd.DataFrame, column: str) -> pd.Series:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,21 +28,37 @@ from kennel.monitoring.estimation import MISSING_GROUP as MISSING_SLICE
 from kennel.spec import DatasetSpec, FeatureType
 from kennel.training.evaluation import classification_metrics, group_metrics
 
+if TYPE_CHECKING:
+    from kennel.privacy import Redactor
+
 PROFILE_FILE = "reference_profile.json"
 SCORE = "__score__"  # the model's own output, profiled like a numeric feature for prediction drift
 
 
-def build_reference(spec: DatasetSpec, train: pd.DataFrame, scores: np.ndarray, *, card: ModelCard) -> ReferenceProfile:
+def build_reference(
+    spec: DatasetSpec,
+    train: pd.DataFrame,
+    scores: np.ndarray,
+    *,
+    card: ModelCard,
+    redactor: Redactor | None = None,
+) -> ReferenceProfile:
     """Profile the training rows and the model's scores on them, overall and per slice (each value of a
     sensitive or segment column); stored next to the model.
 
     A learned categorical feature is profiled over the categories `card` froze (its model reads every
     other value as "other", and so does drift); a sensitive one, which the model does not read, over
-    categories frozen the same way from these rows."""
+    categories frozen the same way from these rows. Personal columns (`redactor`) are profiled as
+    monitoring sees them: a categorical one over its hashed values (so served and landed days, hashed
+    alike, still compare), a numeric or boolean one not at all (its values are dropped)."""
+    dropped = set(redactor.dropped_columns) if redactor else set()
     frame = train[spec.feature_names].copy()
+    if redactor:
+        frame = redactor.redact_frame(frame)
     frame[SCORE] = scores
-    numeric = [f.name for f in spec.features if f.type is FeatureType.numeric] + [SCORE]
-    categorical = [f.name for f in spec.features if f.type is not FeatureType.numeric]
+    profiled = [f for f in spec.features if f.name not in dropped]
+    numeric = [f.name for f in profiled if f.type is FeatureType.numeric] + [SCORE]
+    categorical = [f.name for f in profiled if f.type is not FeatureType.numeric]
     frozen = {f.name: f.categories or () for f in card.features if f.learned}
     learned = {
         f.name: frozen.get(f.name) or learned_category_list(train[f.name], f.learned_categories)
@@ -52,15 +69,22 @@ def build_reference(spec: DatasetSpec, train: pd.DataFrame, scores: np.ndarray, 
 
 
 def save_monitoring_reference(
-    spec: DatasetSpec, model: Model, train: pd.DataFrame, validation: pd.DataFrame, model_dir: Path
+    spec: DatasetSpec,
+    model: Model,
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    model_dir: Path,
+    redactor: Redactor | None = None,
 ) -> None:
     """Everything monitoring compares the model against, written into its folder: the drift profile of
-    its training rows, the calibration of its scores on the validation window (for label-free estimation
-    only: served scores and the gate never use it) and the distribution of its explanations."""
+    its training rows (personal columns redacted by `redactor`), the calibration of its scores on the
+    validation window (for label-free estimation only: served scores and the gate never use it) and the
+    distribution of its explanations (per feature: no values)."""
     from kennel.monitoring.attribution import build_attribution_profile, save_attribution_profile
     from kennel.monitoring.estimation import fit_calibrator, save_calibrator
 
-    save_reference(build_reference(spec, train, model.score(train), card=model.card), model_dir)
+    reference = build_reference(spec, train, model.score(train), card=model.card, redactor=redactor)
+    save_reference(reference, model_dir)
     save_calibrator(fit_calibrator(model.score(validation), validation["label"].to_numpy(dtype=int)), model_dir)
     save_attribution_profile(build_attribution_profile(model, train), model_dir)
 

@@ -916,14 +916,21 @@ class ApiDoc(NamedTuple):
 
 
 def openapi_document(
-    *, title: str, version: str, description: str, apis: Sequence[ApiDoc], api_key: bool = False
+    *,
+    title: str,
+    version: str,
+    description: str,
+    apis: Sequence[ApiDoc],
+    api_key: bool = False,
+    model_card: bool = False,
 ) -> dict[str, Any]:
     """An OpenAPI 3.1 document for the service (JSON Schema 2020-12, as pydantic writes it, so
     nullable fields, ranges, categories and closed objects are stated exactly).
 
     Every endpoint may answer 400 (validation, with details), 413, 415, 500 and 504 (and 401 with
     `api_key`); extra statuses
-    add e.g. 503 for the adaptive-batching queue.
+    add e.g. 503 for the adaptive-batching queue. GET /model_card is listed when the Bento carries a
+    card (`model_card`).
     """
     schemas = _Schemas()
     errors = {
@@ -979,6 +986,21 @@ def openapi_document(
                 "summary": summary,
                 "tags": ["Infrastructure"],
                 "responses": {"200": {"description": "OK", "content": plain}, **extra},
+            }
+        }
+    if model_card:
+        card_responses: dict[str, Any] = {
+            "200": {"description": "The card", "content": {"text/html": {"schema": {"type": "string"}}}}
+        }
+        if api_key:
+            text, schema = errors[401]
+            card_responses["401"] = {"description": text, "content": _json_content(schema)}
+        paths["/model_card"] = {
+            "get": {
+                "operationId": "model_card",
+                "summary": "The champion's model card as of its promotion: one self-contained HTML page",
+                "tags": ["Service APIs"],
+                "responses": card_responses,
             }
         }
     document: dict[str, Any] = {

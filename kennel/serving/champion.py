@@ -16,28 +16,50 @@ import sys
 from kennel.lake import Lake, configured_root
 from kennel.lake.champion import ChampionRegistry, NothingToRollBack, bento_name
 from kennel.lake.records import ChampionEntry
-from kennel.serving.model_store import DEFAULT_BENTOML_HOME
+from kennel.serving.model_store import DEFAULT_BENTOML_HOME, MODEL_CARD_FILE
 
 
 def ensure_bento(registry: ChampionRegistry, lake: Lake) -> tuple[ChampionEntry, bool]:
     """The current champion with a Bento that serves it: the one recorded if it is still in the
-    store, else a new build (labelled like its stored model). Returns (entry, built)."""
+    store, else a new build (labelled like its stored model). Returns (entry, built).
+
+    While a challenger is in shadow beside this champion (pointer.shadow), the Bento serves both
+    (recorded on the shadow entry, `record_shadow_bento`) and the returned entry's bento_tag names
+    it; otherwise the champion's own (entry.bento_tag). The champion's HTML card as of promotion
+    (cards_dir()/<run_id>/promotion.html), when there is one, ships in the Bento as MODEL_CARD_FILE.
+    """
     import bentoml
 
     from kennel.serving.model_store import build_bento
 
-    entry = registry.current()
+    pointer = registry.pointer()
+    entry = pointer.current
     if entry is None:
         raise LookupError(f"{registry.dataset} has no champion yet: no model has passed the promotion gate")
-    if entry.bento_tag:
+    shadow = pointer.shadow if pointer.shadow and pointer.shadow.champion_run_id == entry.run_id else None
+    recorded = shadow.bento_tag if shadow else entry.bento_tag
+    if recorded:
         try:
-            bentoml.bentos.get(entry.bento_tag)
-            return entry, False
+            bentoml.bentos.get(recorded)
+            return entry.model_copy(update={"bento_tag": recorded}), False
         except bentoml.exceptions.NotFound:
             pass
     labels = dict(bentoml.models.get(entry.model_tag).info.labels)
-    bento_tag = build_bento(entry.model_tag, bento_name=bento_name(registry.dataset), labels=labels, lake=lake)
-    registry.record_bento(entry.run_id, bento_tag)
+    if shadow:
+        labels["shadow_model"] = shadow.model_tag
+    card = lake.dataset(registry.dataset).cards_dir() / entry.run_id / "promotion.html"
+    bento_tag = build_bento(
+        entry.model_tag,
+        bento_name=bento_name(registry.dataset),
+        labels=labels,
+        lake=lake,
+        shadow_model_tag=shadow.model_tag if shadow else None,
+        extra_files={MODEL_CARD_FILE: card} if card.is_file() else {},
+    )
+    if shadow:
+        registry.record_shadow_bento(shadow.run_id, bento_tag)
+    else:
+        registry.record_bento(entry.run_id, bento_tag)
     return entry.model_copy(update={"bento_tag": bento_tag}), True
 
 

@@ -46,6 +46,8 @@ KENNEL_DIR = Path(__file__).resolve().parents[1]
 # Written into each Bento's source folder; bentos/service.py reads it at import to learn which
 # model it serves, so a Bento always serves the exact model it was built for (never :latest).
 BENTO_MANIFEST = "kennel_model.json"
+# The champion's HTML model card, when a Bento carries one (next to service.py; GET /model_card).
+MODEL_CARD_FILE = "model_card.html"
 MODEL_FILES = (MODEL_FILE, CARD_FILE, SPEC_FILE)
 # Pinned to the versions installed here so a Bento serves with what it was tested with.
 SERVING_DISTRIBUTIONS = (*RUNTIME_DISTRIBUTIONS, "pandas", "pyarrow", "pydantic", "PyYAML", "numpy")
@@ -57,6 +59,8 @@ class BentoManifest(BaseModel):
 
     model_tag: str
     lake_root: str
+    # A challenger served in shadow: scored beside the champion on every request, never answering.
+    shadow_model_tag: str | None = None
 
 
 _LABEL_MAX_LEN = 63
@@ -167,18 +171,35 @@ def serving_modules(entry: Path = SERVICE_DIR / SERVICE_FILE) -> list[Path]:
     return sorted(found)
 
 
-def build_bento(model_tag: str, *, bento_name: str, labels: Mapping[str, str], lake: Lake) -> str:
+def build_bento(
+    model_tag: str,
+    *,
+    bento_name: str,
+    labels: Mapping[str, str],
+    lake: Lake,
+    shadow_model_tag: str | None = None,
+    extra_files: Mapping[str, Path] = {},
+) -> str:
     """Build a Bento that serves exactly `model_tag` with bentos/service.py; returns the Bento tag.
 
     The build context is a temporary folder holding service.py, the kennel modules it imports
-    (`serving_modules`) and BENTO_MANIFEST with the model's full tag ("name:latest" is resolved
-    first) and the lake it logs to. The service declares the model as a BentoModel, so the Bento
-    records it as its model. Labels are sanitized with `sanitize_label`; runtime packages are pinned
-    to the versions installed here.
+    (`serving_modules`), BENTO_MANIFEST with the model's full tag ("name:latest" is resolved
+    first), the shadow challenger's full tag if any, and the lake it logs to, and `extra_files`
+    (name in the Bento → file here, e.g. "model_card.html") next to service.py. The service declares
+    the model (and the challenger) as BentoModels, so the Bento records them as its models. Labels
+    are sanitized with `sanitize_label`; runtime packages are pinned to the versions installed here.
     """
     import bentoml
 
     exact_tag = str(bentoml.models.get(model_tag).tag)
+    exact_shadow = str(bentoml.models.get(shadow_model_tag).tag) if shadow_model_tag else None
+    reserved = {SERVICE_FILE, BENTO_MANIFEST}
+    for name in extra_files:
+        if Path(name).name != name or name in reserved or name.startswith("."):
+            raise ValueError(f"extra file name {name!r}: a plain file name other than {sorted(reserved)} expected")
+    description = f"Kennel classifier serving model {exact_tag}"
+    if exact_shadow:
+        description += f", with challenger {exact_shadow} in shadow"
     with tempfile.TemporaryDirectory(prefix="kennel-bento-") as tmp:
         ctx = Path(tmp)
         shutil.copy2(SERVICE_DIR / SERVICE_FILE, ctx / SERVICE_FILE)
@@ -186,7 +207,9 @@ def build_bento(model_tag: str, *, bento_name: str, labels: Mapping[str, str], l
             target = ctx / "kennel" / module.relative_to(KENNEL_DIR)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(module, target)
-        manifest = BentoManifest(model_tag=exact_tag, lake_root=str(lake.root))
+        for name, source in extra_files.items():
+            shutil.copy2(source, ctx / name)
+        manifest = BentoManifest(model_tag=exact_tag, lake_root=str(lake.root), shadow_model_tag=exact_shadow)
         (ctx / BENTO_MANIFEST).write_text(manifest.model_dump_json())
         with _BUILD_LOCK:
             # bentoml imports the service by module name; a module cached by an earlier build
@@ -197,9 +220,9 @@ def build_bento(model_tag: str, *, bento_name: str, labels: Mapping[str, str], l
                     service=f"{SERVICE_MODULE}:KennelService",
                     name=bento_name,
                     labels=sanitize_labels(labels),
-                    description=f"Kennel classifier serving model {exact_tag}",
+                    description=description,
                     build_ctx=str(ctx),
-                    include=[SERVICE_FILE, BENTO_MANIFEST, "kennel/**/*.py"],
+                    include=[SERVICE_FILE, BENTO_MANIFEST, "kennel/**/*.py", *extra_files],
                     python={
                         "packages": [f"{dist}=={version(dist)}" for dist in SERVING_DISTRIBUTIONS],
                         "lock_packages": False,

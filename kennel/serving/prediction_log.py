@@ -371,6 +371,10 @@ class PredictionLog(_BufferedLog[_Chunk]):
         self.threshold = threshold
         self.schema = prediction_schema(spec)
         self._fields = [name for name, _ in logged_fields(spec)]
+        from kennel.privacy import Redactor
+
+        # Personal columns are hashed or dropped in the background conversion, off the request path.
+        self._redactor = Redactor.for_spec(spec, lake)
 
     def append(
         self,
@@ -395,7 +399,7 @@ class PredictionLog(_BufferedLog[_Chunk]):
         listed = [c for c in chunks if not isinstance(c.columns, pa.Table)]
         tables = [self._table_from_lists(listed)] if listed else []
         tables += [self._table_from_arrow(c) for c in chunks if isinstance(c.columns, pa.Table)]
-        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        return self._redactor.redact_table(tables[0] if len(tables) == 1 else pa.concat_tables(tables))
 
     def _meta_arrays(
         self,
@@ -461,6 +465,182 @@ class PredictionLog(_BufferedLog[_Chunk]):
                 if field.name in table.column_names
                 else pa.nulls(n, field.type)
             )
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+
+# --- the shadow log ------------------------------------------------------------------------------
+
+SHADOW_COLUMNS = (
+    "request_id",
+    "predicted_at",
+    "endpoint",
+    "model_tag",
+    "champion_model_tag",
+    "probability",
+    "predicted_label",
+)
+SHADOW_WARNING_INTERVAL_S = 60.0  # at most one "queue full" warning per interval
+# The scoring thread hands the interpreter lock back after every this many requests' rows gathered
+# (and between gathering, scoring and building the table): a request arriving meanwhile waits at most
+# that long (~0.3 ms) instead of the interpreter's 5 ms switch interval.
+SHADOW_YIELD_CHUNKS = 64
+
+
+def shadow_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    types = (pa.string(), pa.timestamp("us", tz="UTC"), pa.string(), pa.string(), pa.string(), pa.float64(), pa.int8())
+    return pa.schema(list(zip(SHADOW_COLUMNS, types, strict=True)))
+
+
+@dataclass
+class _ShadowChunk:
+    """One answered request's inputs, waiting to be scored by the challenger."""
+
+    at: float  # seconds since the epoch: when the champion answered
+    endpoint: str
+    request_ids: Sequence[str]
+    columns: Mapping[str, Sequence[Any] | None] | pa.Table  # the validated inputs, as the champion got them
+
+    @property
+    def rows(self) -> int:
+        return len(self.request_ids)
+
+
+class ShadowLog(_BufferedLog[_ShadowChunk]):
+    """A challenger served in shadow: the service answers with the champion, then queues the request's
+    validated inputs here (a list append); the background thread scores them with `score` (the
+    challenger's own encoding and booster) at each conversion and writes request_id, predicted_at,
+    endpoint, model_tag (the challenger's), champion_model_tag, probability and predicted_label (at
+    the challenger's `threshold`) like the prediction log (see `_BufferedLog`), under the data set's
+    shadow_predictions folder. Join them to the prediction log by request_id.
+
+    The queue of unscored rows is bounded by `max_queue_rows`: a request that would overflow it is
+    skipped whole, counted in `rows_skipped` (and passed to `on_skip`), with a warning at most every
+    SHADOW_WARNING_INTERVAL_S. Rows whose scoring fails are counted in `rows_failed` and not logged.
+    Neither log line carries request content.
+    """
+
+    what = "shadow log"
+
+    def __init__(
+        self,
+        lake: DatasetLake,
+        *,
+        score: Callable[[Mapping[str, Sequence[Any] | None], int], np.ndarray],
+        fields: Sequence[str],
+        model_tag: str,
+        champion_model_tag: str,
+        threshold: float,
+        max_queue_rows: int = 20_000,
+        flush_interval_s: float = 60.0,
+        max_buffer_rows: int = 100_000,
+        compact_interval_s: float = 0.2,
+        on_skip: Callable[[int], None] | None = None,
+    ) -> None:
+        # Scoring happens at each conversion: a short interval keeps each burst (and its hold on the
+        # interpreter lock, which the request path waits for) small.
+        super().__init__(
+            lake.shadow_predictions_dir(),
+            ["endpoint", "model_tag", "champion_model_tag"],
+            flush_interval_s=flush_interval_s,
+            max_buffer_rows=max_buffer_rows,
+            compact_interval_s=compact_interval_s,
+        )
+        self.score = score
+        self.fields = list(fields)
+        self.model_tag = model_tag
+        self.champion_model_tag = champion_model_tag
+        self.threshold = threshold
+        self.max_queue_rows = max_queue_rows
+        self.on_skip = on_skip
+        self.schema = shadow_schema()
+        self.rows_skipped = 0
+        self.rows_failed = 0
+        self._skipped_since_warning = 0
+        self._last_warning = -SHADOW_WARNING_INTERVAL_S
+
+    def append(
+        self,
+        endpoint: str,
+        request_ids: Sequence[str],
+        columns: Mapping[str, Sequence[Any] | None] | pa.Table,
+        *,
+        at: float | None = None,
+    ) -> bool:
+        """Queue one answered request's inputs (column lists by field name, or an Arrow table of
+        them) for the challenger; False when the queue is full and the request is skipped."""
+        n = len(request_ids)
+        if self._chunk_rows + n > self.max_queue_rows:
+            self._skip(n)
+            return False
+        self._enqueue(_ShadowChunk(time.time() if at is None else at, endpoint, request_ids, columns))
+        return True
+
+    def _skip(self, n: int) -> None:
+        with self._lock:
+            self.rows_skipped += n
+            self._skipped_since_warning += n
+            now = time.monotonic()
+            warn = now - self._last_warning >= SHADOW_WARNING_INTERVAL_S
+            if warn:
+                skipped, self._skipped_since_warning, self._last_warning = self._skipped_since_warning, 0, now
+        if self.on_skip is not None:
+            self.on_skip(n)
+        if warn:
+            logger.warning(
+                "%s: queue of %d rows full (or one request larger) for challenger %s; skipped %d rows "
+                "since the last warning, %d in all",
+                self.what,
+                self.max_queue_rows,
+                self.model_tag,
+                skipped,
+                self.rows_skipped,
+            )
+
+    def _columns(self, chunks: list[_ShadowChunk]) -> dict[str, list[Any]]:
+        import pyarrow as pa
+
+        lists: list[tuple[str, list[Any]]] = [(name, []) for name in self.fields]
+        for i, chunk in enumerate(chunks):
+            columns = chunk.columns
+            if isinstance(columns, pa.Table):
+                present = set(columns.column_names)
+                columns = {name: columns.column(name).to_pylist() for name in self.fields if name in present}
+            for name, values in lists:
+                column = columns.get(name)
+                values.extend([None] * chunk.rows if column is None else column)
+            if i % SHADOW_YIELD_CHUNKS == SHADOW_YIELD_CHUNKS - 1:
+                time.sleep(0)  # see SHADOW_YIELD_CHUNKS
+        return dict(lists)
+
+    def _table(self, chunks: list[_ShadowChunk]) -> pa.Table:
+        import numpy as np
+        import pyarrow as pa
+
+        n = sum(c.rows for c in chunks)
+        try:
+            columns = self._columns(chunks)
+            time.sleep(0)
+            probabilities = np.asarray(self.score(columns, n), dtype=np.float64)
+            time.sleep(0)
+        except Exception as exc:
+            # The exception's message may quote an input value: only its type is logged.
+            with self._lock:
+                self.rows_failed += n
+            logger.error("%s: scoring %d rows with %s failed (%s)", self.what, n, self.model_tag, type(exc).__name__)
+            return self.schema.empty_table()
+        arrays = [
+            pa.array([rid for c in chunks for rid in c.request_ids], pa.string()),
+            pa.array([int(c.at * 1_000_000) for c in chunks for _ in range(c.rows)], pa.int64()).cast(
+                pa.timestamp("us", tz="UTC")
+            ),
+            pa.array([c.endpoint for c in chunks for _ in range(c.rows)], pa.string()),
+            pa.array([self.model_tag] * n, pa.string()),
+            pa.array([self.champion_model_tag] * n, pa.string()),
+            pa.array(probabilities, pa.float64()),
+            pa.array((probabilities >= self.threshold).astype(np.int8), pa.int8()),
+        ]
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
 
@@ -668,15 +848,25 @@ def read_feedback(lake: DatasetLake, *, start: date | str | None = None, end: da
 
 
 def read_predictions(
-    lake: DatasetLake, *, start: date | str | None = None, end: date | str | None = None, with_feedback: bool = True
+    lake: DatasetLake,
+    *,
+    start: date | str | None = None,
+    end: date | str | None = None,
+    with_feedback: bool = True,
+    with_batch: bool = True,
 ) -> pd.DataFrame:
     """Predictions served on days in [start, end] (UTC; inclusive; None = unbounded), oldest first.
 
     Columns: PREDICTION_COLUMNS, then the record's columns (id column and features, as logged).
+    With batch, also the rows batch scoring scored for the data days in [start, end] (endpoint
+    "batch", kennel.serving.batch): monitoring sees them as it sees served traffic.
     With feedback, also actual_label (nullable Int8: 1 positive, 0 negative, <NA> not known yet)
     and feedback_at, from outcomes received on or after `start` (the latest per request id).
     """
+    import pandas as pd
     import pyarrow as pa
+
+    from kennel.serving.batch import read_batch_scores
 
     base = pa.schema(
         [
@@ -697,12 +887,24 @@ def read_predictions(
         ]
     )
     frame = _read_parts(lake.predictions_dir(), start, end, base)
+    batch = read_batch_scores(lake, start=start, end=end) if with_batch else None
+    if batch is not None and len(batch):
+        frame = pd.concat([frame, batch], ignore_index=True) if len(frame) else batch
     frame = frame.sort_values("predicted_at", kind="stable").reset_index(drop=True)
     if with_feedback:
         outcomes = read_feedback(lake, start=start)
         frame = frame.merge(outcomes, on="request_id", how="left")
         frame["actual_label"] = frame["actual_label"].astype("Int8")
     return frame
+
+
+def read_shadow_predictions(
+    lake: DatasetLake, *, start: date | str | None = None, end: date | str | None = None
+) -> pd.DataFrame:
+    """A shadow challenger's scores of requests served on days in [start, end] (UTC; inclusive; None =
+    unbounded), oldest first: SHADOW_COLUMNS (see `ShadowLog`). Join to `read_predictions` by request_id."""
+    frame = _read_parts(lake.shadow_predictions_dir(), start, end, shadow_schema())
+    return frame.sort_values("predicted_at", kind="stable").reset_index(drop=True)
 
 
 # --- compaction ----------------------------------------------------------------------------------
@@ -854,5 +1056,9 @@ def compact_days(folder: Path, before: date | str, *, stale_temp_s: float = _STA
 
 
 def compact_logs(lake: DatasetLake, before: date | str) -> list[CompactionReport]:
-    """`compact_days` on the data set's prediction log and feedback: what the housekeeping sensor calls."""
-    return [compact_days(lake.predictions_dir(), before), compact_days(lake.feedback_dir(), before)]
+    """`compact_days` on the data set's prediction log, feedback and shadow scores: what the housekeeping
+    sensor calls."""
+    return [
+        compact_days(folder, before)
+        for folder in (lake.predictions_dir(), lake.feedback_dir(), lake.shadow_predictions_dir())
+    ]

@@ -96,6 +96,23 @@ class GateConfig(BaseModel):
     )
     latency_samples: int = Field(200, ge=20, description="Single-record predictions timed for the latency check")
     seed: int = 0
+    shadow: bool = Field(
+        False,
+        description="A challenger that passes (against a champion) is first served in shadow beside the "
+        "champion; it becomes champion only after a passed shadow evaluation on live traffic",
+    )
+    shadow_max_days: float = Field(
+        7.0, gt=0, description="Shadow: a shadow still without a verdict after this many days ends as expired"
+    )
+    shadow_min_requests: int = Field(
+        500, ge=1, description="Shadow: requests scored by both models before the shadow evaluation may judge"
+    )
+    shadow_min_labelled: int = Field(
+        300,
+        ge=2,
+        description="Shadow: labelled requests (both label values present) before the paired bootstrap on "
+        "live traffic runs; it uses primary_metric, bootstrap_samples, confidence, min_improvement and seed",
+    )
 
     @model_validator(mode="after")
     def _floor_in_range(self) -> "GateConfig":

@@ -11,6 +11,7 @@ import pandas as pd
 
 if TYPE_CHECKING:
     from kennel.model import Model
+    from kennel.privacy import Redactor
 
 
 def roc_auc(y: np.ndarray, s: np.ndarray) -> float | None:
@@ -154,9 +155,18 @@ class EvaluationReport:
 
 
 def evaluate(
-    frame: pd.DataFrame, scores: np.ndarray, threshold: float, sensitive: list[str], min_group_rows: int = 1
+    frame: pd.DataFrame,
+    scores: np.ndarray,
+    threshold: float,
+    sensitive: list[str],
+    min_group_rows: int = 1,
+    redactor: Redactor | None = None,
 ) -> EvaluationReport:
+    """Metrics, calibration and per-group fairness of `scores` on `frame` (its `label` and sensitive
+    columns); a personal sensitive column's groups are named by their hashes (`redactor`)."""
     y = frame["label"].to_numpy(dtype=int)
+    if redactor:
+        frame = redactor.redact_frame(frame[["label", *sensitive]])
     calibration = calibration_table(y, scores)
     groups = {}
     for column in sensitive:

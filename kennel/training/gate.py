@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,9 @@ from kennel.lake.records import GateDecision, ModelIdentity
 from kennel.model import Model, ModelCard, record_columns
 from kennel.training.config import GateConfig
 from kennel.training.evaluation import EvaluationReport, evaluate
+
+if TYPE_CHECKING:
+    from kennel.privacy import Redactor
 
 GAPS = ("demographic_parity_difference", "equalized_odds_difference")
 # Bootstrap weights are materialised in chunks of at most this many cells (resamples × rows).
@@ -189,16 +192,22 @@ def _report_numbers(report: EvaluationReport) -> dict[str, Any]:
 
 
 def decide(
-    challenger: Candidate, champion: Candidate | None, test: pd.DataFrame, sensitive: list[str], config: GateConfig
+    challenger: Candidate,
+    champion: Candidate | None,
+    test: pd.DataFrame,
+    sensitive: list[str],
+    config: GateConfig,
+    redactor: Redactor | None = None,
 ) -> GateDecision:
-    """The gate's decision record for `challenger` against `champion` (None: first model) on `test`."""
+    """The gate's decision record for `challenger` against `champion` (None: first model) on `test`; the
+    fairness groups of a personal sensitive column are named by their hashes (`redactor`)."""
     metric = config.primary_metric
     chal_card = challenger.card
     chal_scores = challenger.scores(test)
     checks = _sanity_checks(challenger, chal_card, chal_scores, test, config)
     chal_report = champ_report = bootstrap = None
     if checks[0]["passed"]:  # metrics of NaN scores would be meaningless (and scikit-learn refuses them)
-        chal_report = evaluate(test, chal_scores, chal_card.threshold, sensitive, config.min_group_rows)
+        chal_report = evaluate(test, chal_scores, chal_card.threshold, sensitive, config.min_group_rows, redactor)
         value = chal_report.metrics[metric]
         if champion is None:
             ok = value is not None and value >= config.floor_primary_metric
@@ -214,7 +223,9 @@ def decide(
         else:
             champ_card = champion.card
             champ_scores = champion.scores(test)
-            champ_report = evaluate(test, champ_scores, champ_card.threshold, sensitive, config.min_group_rows)
+            champ_report = evaluate(
+                test, champ_scores, champ_card.threshold, sensitive, config.min_group_rows, redactor
+            )
             champ_value = champ_report.metrics[metric]
             if value is None or champ_value is None:
                 checks.append(
