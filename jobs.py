@@ -68,8 +68,11 @@ def build_jobs(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.UnresolvedAsse
         ),
         dg.define_asset_job(
             graph.name(PACKAGE_JOB),
-            selection=dg.AssetSelection.assets(graph.bento),
-            description="Bring the bento asset in line with the current champion (reuses its Bento when it exists).",
+            # The card first: a champion promoted outside the train job (by shadow_evaluation, or a rollback from a
+            # shell) gets its card as of promotion before its Bento is built around it.
+            selection=dg.AssetSelection.assets(graph.model_card, graph.bento),
+            description="Bring the bento asset in line with the current champion and its shadow (reuses its Bento "
+            "when it exists), with the champion's model card.",
         ),
         dg.define_asset_job(
             graph.name(BATCH_SCORE_JOB),

@@ -183,13 +183,16 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
+    from kennel.training.card_page import LATEST_CARD
+
     specs, _ = load_deployment()
     chosen = [_dataset(args.dataset)[0]] if args.dataset else specs
     lake = _lake()
     for spec in chosen:
         data = lake.dataset(spec.name)
         print(f"== {spec.name}  (lake {lake.root})")
-        champion = ChampionRegistry(data).current()
+        pointer = ChampionRegistry(data).pointer()
+        champion = pointer.current
         if champion is None:
             print("champion   none yet: run `kennel train`")
         else:
@@ -199,6 +202,11 @@ def status(args: argparse.Namespace) -> int:
                 f"{champion.reason or champion.decision_summary})"
                 + (f"  test ROC-AUC {auc:.4f}" if isinstance(auc, float) else "")
             )
+            card = data.cards_dir() / champion.run_id / LATEST_CARD
+            if card.is_file():
+                print(f"card       {card}")
+        if pointer.shadow is not None:
+            print(f"shadow     {pointer.shadow.model_tag}  since {pointer.shadow.since}  (shadow_evaluation decides)")
         records = data.quality_records()
         failed = [r for r in records if not r.passed]
         print(f"days       {len(records)} ingested, {len(records) - len(failed)} passed validation")

@@ -44,6 +44,7 @@ from kennel.lake import DatasetLake, Lake, configured_root, read_model_record  #
 from kennel.lake.champion import ChampionRegistry  # noqa: E402
 from kennel.lake.records import ChampionEntry, EvaluationRecord, TrainingRecord  # noqa: E402
 from kennel.spec import DatasetSpec, load_spec  # noqa: E402
+from kennel.training.card_page import LATEST_CARD  # noqa: E402
 from sensors.retraining import SENSOR_NAME as RETRAIN_SENSOR  # noqa: E402
 
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -357,6 +358,10 @@ def main() -> None:
         "    curl -s -X POST http://127.0.0.1:3001/predict -H 'content-type: application/json' "
         "-d @datasets/credit_demo_example.json"
     )
+    print("    .venv/bin/kennel lineage <request_id of an answer>    # which model answered, trained on what, why")
+    card = data.cards_dir() / champion.run_id / LATEST_CARD
+    if card.is_file():
+        print(f"    the champion's model card: {card}  (and GET /model_card on the server)")
     print(f"\nThe demo took {time.perf_counter() - started:.0f}s.")
 
 

@@ -36,6 +36,11 @@ def demo(tmp_path_factory):
 def test_every_asset_is_materialized_and_every_check_passes(demo):
     project, _, ingest, train = demo
     assert ingest.success and train.success
+    # The lifecycle's own jobs: the last day scored in batch by the new champion, and no shadow to evaluate.
+    last_day = _days(project.spec)[-1:]
+    assert project.run("score_batch", last_day).success and project.run("evaluate_shadow").success
+    assert project.metadata("batch_scores")["rows_scored"] == ROWS_PER_DAY
+    assert project.metadata("shadow_evaluation")["outcome"] == "no shadow"
     graph = project.defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         if graph.get(key).group_name == "monitoring":

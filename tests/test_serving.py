@@ -626,7 +626,7 @@ def test_bento_pins_its_model_and_knows_nothing_of_dagster(served: Served) -> No
     assert [str(m.tag) for m in bento.info.all_models] == [served.model_tag]
     src = Path(bento.path) / "src"
     manifest = json.loads((src / BENTO_MANIFEST).read_text())
-    assert manifest == {"model_tag": served.model_tag, "lake_root": str(served.built_lake)}
+    assert manifest == {"model_tag": served.model_tag, "lake_root": str(served.built_lake), "shadow_model_tag": None}
     # Only the kennel modules the service imports travel: serving and the model, not the pipeline.
     shipped = {p.relative_to(src).as_posix() for p in (src / "kennel").rglob("*.py")}
     assert {
@@ -667,7 +667,7 @@ def test_each_build_pins_its_own_model(served: Served, tmp_path: Path) -> None:
     bento = bentoml.bentos.get(bento_tag)
     assert [str(m.tag) for m in bento.info.all_models] == [second]
     manifest = json.loads((Path(bento.path) / "src" / "kennel_model.json").read_text())
-    assert manifest == {"model_tag": second, "lake_root": str(other_lake.root)}
+    assert manifest == {"model_tag": second, "lake_root": str(other_lake.root), "shadow_model_tag": None}
     assert "service" not in sys.modules
 
 

@@ -231,7 +231,9 @@ def test_shadow_evaluation_of_live_traffic_is_the_offline_bootstrap_of_the_same_
     url, built = shadow_served.shadow_url, shadow_served.built
     spec = load_spec(DEMO_SPEC)
     since = (datetime.now(UTC) - timedelta(seconds=1)).isoformat(timespec="seconds")
-    records = built.records[:120]
+    # Ids of their own: a label reaches every request of the same record id (late labels by id), and the
+    # other tests here sent these records too.
+    records = [{**r, spec.id_column: f"shadow-eval-{i}"} for i, r in enumerate(built.records[:120])]
     answer = _post(url, "/predict_columns", _columns(records))
     ids = answer["request_id"]
     labels = np.random.default_rng(5).integers(0, 2, len(ids))

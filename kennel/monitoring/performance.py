@@ -87,7 +87,7 @@ def monitored_scores(model: Model, frame: pd.DataFrame, redactor: Redactor) -> n
     prediction log lacks a model input (a personal column: hashed or dropped), a served row keeps the
     probability it was served with, since scoring it again would read the redacted values."""
     scores = model.score(frame)
-    if "probability" in frame.columns and set(redactor.columns) & set(model.card.feature_names):
+    if redactor and "probability" in frame.columns and set(redactor.columns) & set(model.card.feature_names):
         logged = frame["probability"].to_numpy(dtype=np.float64, na_value=np.nan)
         scores = np.where(np.isnan(logged), scores, logged)
     return scores
