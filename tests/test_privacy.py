@@ -268,7 +268,8 @@ def _scan(folder: Path, skip: tuple[str, ...] = ()) -> list[str]:
             path.read_bytes(), (ID_MARK, INCOME_TEXT) if path.name in _API_SCHEMAS else (ID_MARK, MARK, INCOME_TEXT)
         ):
             found.append(str(relative))
-        elif path.suffix in (".db", ".sqlite", ".sqlite3"):
+        elif path.suffix in (".db", ".sqlite", ".sqlite3") and path.read_bytes()[:16] == b"SQLite format 3\x00":
+            # Other .db files (Prometheus's multiprocess files of an earlier serving test) were read as bytes above.
             with sqlite3.connect(path) as db:
                 tables = [r[0] for r in db.execute("select name from sqlite_master where type = 'table'")]
                 for table in tables:
