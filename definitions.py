@@ -11,10 +11,11 @@ import dagster as dg
 
 from assets import build_dataset_assets
 from assets.graph import DatasetGraph
-from jobs import build_jobs, build_schedules
+from jobs import build_backup_jobs, build_jobs, build_schedules
 from kennel.deployment import load_deployment
 from kennel.spec import DatasetSpec, load_spec
 from resources import build_resources
+from resources.executor import build_executor
 from sensors import build_sensors
 
 os.environ.setdefault("DAGSTER_TELEMETRY_ENABLED", "False")  # nothing leaves the machine
@@ -45,13 +46,13 @@ def build_definitions(
         sensors += build_sensors(spec, graph, dataset_jobs)
     return dg.Definitions(
         assets=assets,
-        jobs=jobs,
+        jobs=jobs + build_backup_jobs(),
         schedules=schedules,
         sensors=sensors,
         resources={**build_resources(), **(resources or {})},
-        # Steps share one process: Spark and the heavy imports start once per run, not once per step,
-        # which on two cores is the difference between seconds and minutes.
-        executor=dg.in_process_executor,
+        # KENNEL_EXECUTOR: in_process by default (Spark and the heavy imports start once per run, not once
+        # per step, which on two cores is the difference between seconds and minutes); k8s in a cluster.
+        executor=build_executor(),
     )
 
 

@@ -1,10 +1,14 @@
-"""Jobs and schedules of a data set's graph."""
+"""Jobs and schedules of a data set's graph, and the deployment's backup and restore jobs."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import dagster as dg
 
 from assets.graph import DatasetGraph, daily_partitions
+from kennel.backup import PG_BIN_ENV
 
 # The names live with the deployment (kennel/deployment.py), which the Dagster-free `kennel` command reads too.
 from kennel.deployment import (
@@ -19,6 +23,10 @@ from kennel.deployment import (
 )
 from kennel.spec import DatasetSpec
 from resources import stream_transports
+from resources.lake import LakeResource
+from resources.model_store import ModelStoreResource
+
+BACKUP_JOB, RESTORE_JOB = "backup", "restore"
 
 
 def build_jobs(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.UnresolvedAssetJobDefinition]:
@@ -142,3 +150,93 @@ def build_schedules(
             )
         )
     return schedules
+
+
+# --- backup and restore (kennel/backup.py): ops, not assets — they copy state, they make no data -------------
+# The ops' `context` is unannotated: under this module's postponed annotations Dagster cannot read the type.
+
+
+def _environment(lake: LakeResource, model_store: ModelStoreResource, dagster_home: str | None):
+    from kennel.backup import BackupError, Environment
+
+    if lake.is_remote:
+        raise BackupError(f"the lake root {lake.root} is on S3: back it up with the bucket's versioning or replication")
+    return Environment(
+        lake_root=lake.local.root,
+        bentoml_home=Path(model_store.home).resolve(),
+        dagster_home=Path(dagster_home) if dagster_home else None,
+        pg_bin_dir=Path(os.environ[PG_BIN_ENV]) if os.environ.get(PG_BIN_ENV) else None,
+    )
+
+
+@dg.op(
+    description="Back up the lake, the model store and this instance's state (kennel/backup.py).",
+    config_schema={
+        "destination": dg.Field(str, description="A new or empty local folder, or s3://bucket/prefix"),
+        "include_raw": dg.Field(bool, default_value=True, description="Include raw/ (the landed files)"),
+    },
+    required_resource_keys={"lake", "model_store"},
+)
+def back_up(context):
+    from kennel.backup import backup
+
+    config, lake = context.op_config, context.resources.lake
+    env = _environment(lake, context.resources.model_store, context.instance.root_directory)
+    manifest = backup(config["destination"], env, include_raw=config["include_raw"], s3_client=_s3_client(lake))
+    return dg.Output(
+        None,
+        metadata={
+            "destination": config["destination"],
+            "files": len(manifest.files),
+            "bytes": sum(f.bytes for f in manifest.files),
+            "champions": dg.MetadataValue.json(manifest.champions),
+            "instance_storage": manifest.instance_storage,
+        },
+    )
+
+
+@dg.op(
+    description="Restore a backup's lake and model store. The Dagster instance this run lives in is not "
+    "replaced: restore it with `kennel restore` while the daemon is stopped.",
+    config_schema={
+        "source": dg.Field(str, description="The backup's local folder or s3://bucket/prefix"),
+        "force": dg.Field(bool, default_value=False, description="Replace a lake or model store that holds state"),
+    },
+    required_resource_keys={"lake", "model_store"},
+)
+def restore_from_backup(context):
+    from kennel.backup import restore
+
+    config, lake = context.op_config, context.resources.lake
+    env = _environment(lake, context.resources.model_store, None)
+    source = config["source"]
+    manifest = restore(source, env, force=config["force"], restore_instance=False, s3_client=_s3_client(lake))
+    return dg.Output(
+        None,
+        metadata={
+            "source": source,
+            "backed_up_at": manifest.created_at,
+            "files": len(manifest.files),
+            "champions": dg.MetadataValue.json(manifest.champions),
+        },
+    )
+
+
+def _s3_client(lake: LakeResource):
+    """The code location's bounded S3 client (the lake's `s3` resource), for an s3:// backup."""
+    return lake.s3.get_client() if lake.s3 is not None else None
+
+
+@dg.job(name=BACKUP_JOB, description="Back up the lake, the model store and the instance's state.")
+def backup_job() -> None:
+    back_up()
+
+
+@dg.job(name=RESTORE_JOB, description="Restore a backup's lake and model store (not the live instance).")
+def restore_job() -> None:
+    restore_from_backup()
+
+
+def build_backup_jobs() -> list[dg.JobDefinition]:
+    """Deployment-wide jobs (one lake, one model store, one instance): not per data set."""
+    return [backup_job, restore_job]

@@ -14,6 +14,7 @@ from kennel.lake.records import GateDecision
 from kennel.model import LIBRARY
 from kennel.spec import DatasetSpec
 from kennel.training.config import GateConfig, TrainConfig
+from resources.executor import cpu_heavy_step_tags, gpu_step_tags
 from resources.lake import LakeResource
 from resources.model_store import ModelStoreResource
 
@@ -74,6 +75,7 @@ def build_training_assets(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.Ass
         deps=[graph.training_set],
         group_name=graph.name("training"),
         kinds={LIBRARY},
+        op_tags=gpu_step_tags(),  # GPU node under KENNEL_EXECUTOR=k8s; ignored in process
         description="Binary classifier (native categoricals, early stopping on validation log loss, fixed seed) on "
         "CUDA when available, on the Spark cluster when the Spark master is one; optional budgeted "
         "hyperparameter search. Saved in the library's own format with its model card.",
@@ -88,6 +90,7 @@ def build_training_assets(spec: DatasetSpec, graph: DatasetGraph) -> list[dg.Ass
         deps=[graph.model],
         group_name=graph.name("training"),
         kinds={LIBRARY, "scikitlearn", "bentoml"},
+        op_tags=cpu_heavy_step_tags(),  # TreeSHAP over the test window, on the CPU
         check_specs=[
             dg.AssetCheckSpec(
                 GATE_CHECK,

@@ -8,6 +8,8 @@
     kennel status                     champion, recent decisions, failed days, drift
     kennel lineage REQUEST_ID         the model, data days, gate decision and champion history behind an answer
     kennel lineage --at TIMESTAMP     the champion in force at a past moment
+    kennel backup DEST                lake, model store and Dagster instance state to a folder or s3:// prefix
+    kennel restore SRC                a backup into an empty environment (checksums verified first)
 
 `ingest` and `train` run the project's Dagster jobs with `dagster job execute` in the project's instance
 (DAGSTER_HOME), printing the exact command first: every run shows in the UI, and the same command works
@@ -264,6 +266,37 @@ def lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def backup(args: argparse.Namespace) -> int:
+    from kennel.backup import BackupError
+    from kennel.backup import backup as back_up
+    from kennel.lake.s3 import S3TransferError
+
+    try:
+        manifest = back_up(args.destination, include_raw=not args.without_raw)
+    except (BackupError, S3TransferError) as exc:
+        raise CommandError(str(exc)) from None
+    total = sum(f.bytes for f in manifest.files)
+    print(f"backed up {len(manifest.files)} files ({total:,} bytes) to {args.destination}")
+    for dataset, tag in manifest.champions.items():
+        print(f"  {dataset}: champion {tag or '(none)'}")
+    return 0
+
+
+def restore(args: argparse.Namespace) -> int:
+    from kennel.backup import BackupError
+    from kennel.backup import restore as restore_backup
+    from kennel.lake.s3 import S3TransferError
+
+    try:
+        manifest = restore_backup(args.source, force=args.force)
+    except (BackupError, S3TransferError) as exc:
+        raise CommandError(str(exc)) from None
+    print(f"restored {len(manifest.files)} files from {args.source} (backed up {manifest.created_at})")
+    for dataset, tag in manifest.champions.items():
+        print(f"  {dataset}: champion {tag or '(none)'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kennel", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -297,6 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lake", metavar="PATH", help=f"the lake's root folder (default: {LAKE_ROOT_ENV} or .kennel/lake)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=lineage)
+    p = commands.add_parser("backup", help="back up the lake, the model store and the Dagster instance's state")
+    p.add_argument("destination", metavar="DEST", help="a new or empty local folder, or s3://bucket/prefix")
+    p.add_argument("--without-raw", action="store_true", help="leave out raw/ (the landed files, kept elsewhere)")
+    p.set_defaults(func=backup)
+    p = commands.add_parser("restore", help="restore a backup (stop the Dagster daemon and servers first)")
+    p.add_argument("source", metavar="SRC", help="the backup's local folder or s3://bucket/prefix")
+    p.add_argument("--force", action="store_true", help="replace a lake, model store or instance that holds state")
+    p.set_defaults(func=restore)
     return parser
 
 

@@ -18,7 +18,7 @@ from dagster_pyspark import LazyPySparkResource
 
 from kennel.lake import configured_root
 from kennel.serving.model_store import DEFAULT_BENTOML_HOME
-from kennel.spark import prepare_spark_environment, spark_conf
+from kennel.spark import SparkNetwork, connect_conf, prepare_spark_environment, spark_conf, spark_remote
 from kennel.spec import PROJECT_ROOT, DatasetSpec
 from resources.kafka import KafkaResource
 from resources.lake import BoundedS3Resource, LakeResource
@@ -41,7 +41,13 @@ def _optional_env(name: str) -> dg.EnvVar | None:
 
 def build_resources(env: str | None = None) -> dict[str, object]:
     env = env or _setting("KENNEL_ENV", "local")
-    prepare_spark_environment()
+    # KENNEL_SPARK_DRIVER_HOST / KENNEL_SPARK_BIND_ADDRESS (both 127.0.0.1 by default), checked here so a
+    # bad value stops the code location from loading with the setting's name, not a run with a JVM error.
+    spark_network = SparkNetwork.from_environ()
+    prepare_spark_environment(spark_network)
+    # KENNEL_SPARK_REMOTE (sc://host:port): every Spark stage is a client of that Spark Connect server,
+    # which owns the master, memory and addresses; no master need be set then.
+    remote = spark_remote()
     # Credentials and region come from the standard AWS chain (AWS_ACCESS_KEY_ID, AWS_PROFILE, …);
     # retries and timeouts are bounded, so an S3 endpoint that goes away fails a run in seconds.
     s3 = BoundedS3Resource(endpoint_url=_optional_env("KENNEL_S3_ENDPOINT_URL"))
@@ -55,13 +61,16 @@ def build_resources(env: str | None = None) -> dict[str, object]:
         store = ModelStoreResource(home=_setting("BENTOML_HOME", str(DEFAULT_BENTOML_HOME)))
     elif env == "cluster":
         lake = LakeResource(root=dg.EnvVar("KENNEL_LAKE_ROOT"), mirror=_optional_env("KENNEL_LAKE_MIRROR") or "", s3=s3)
-        spark_master = os.environ["KENNEL_SPARK_MASTER"]  # spark_config is a plain dict, not EnvVar-able
+        # spark_config is a plain dict, not EnvVar-able
+        spark_master = os.environ.get("KENNEL_SPARK_MASTER", "") if remote else os.environ["KENNEL_SPARK_MASTER"]
         store = ModelStoreResource(home=dg.EnvVar("BENTOML_HOME"))
     else:
         raise ValueError(f"KENNEL_ENV must be 'local' or 'cluster', got {env!r}")
     return {
         "lake": lake,
-        "pyspark": LazyPySparkResource(spark_config=spark_conf(spark_master)),
+        "pyspark": LazyPySparkResource(
+            spark_config=connect_conf(remote) if remote else spark_conf(spark_master, network=spark_network)
+        ),
         # The dbt next to this interpreter, so a run never picks up another dbt from PATH.
         "dbt": DbtCliResource(
             project_dir=dbt_project, profiles_dir=str(DBT_DIR), dbt_executable=str(Path(sys.executable).parent / "dbt")

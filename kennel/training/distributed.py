@@ -30,18 +30,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="{}", help="TrainConfig fields as JSON, e.g. '{\"num_workers\": 2}'")
     args = parser.parse_args(argv)
 
-    from kennel.spark import prepare_spark_environment, spark_conf
+    from kennel.spark import connect_session, prepare_spark_environment, spark_conf
 
     prepare_spark_environment()
     from pyspark.sql import SparkSession
 
-    conf = spark_conf(args.master)
     if args.master.startswith("sc://"):
-        conf = {k: v for k, v in conf.items() if k != "spark.master"} | {"spark.remote": args.master}
-    builder = SparkSession.builder
-    for key, value in conf.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+        spark = connect_session(args.master)  # the server owns master, memory and addresses
+    else:
+        builder = SparkSession.builder
+        for key, value in spark_conf(args.master).items():
+            builder = builder.config(key, value)
+        spark = builder.getOrCreate()
     spec = load_spec(args.spec)
     # The driver reads the model features of the training rows: learned categories are frozen from them.
     train_rows = pd.read_parquet(args.training_dir / "train.parquet", columns=[f.name for f in spec.model_features])
