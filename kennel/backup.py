@@ -226,15 +226,22 @@ def _pg_tool(env: Environment, name: str) -> str:
 def _run_pg(env: Environment, tool: str, args: list[str], home: Path) -> str:
     """Run pg_dump/psql with the instance's connection settings in its environment (never on the command
     line, so the password shows in no process list or log)."""
+    settings = _postgres_env(home)
     result = subprocess.run(
         [_pg_tool(env, tool), *args],
-        env={**os.environ, **_postgres_env(home)},
+        env={**os.environ, **settings},
         capture_output=True,
         text=True,
         check=False,
     )
     if result.returncode != 0:
-        raise BackupError(f"{tool} failed (exit {result.returncode}): {result.stderr.strip()[-2000:]}")
+        # libpq may echo a postgres_url (password included) in its errors: secrets are masked first.
+        message = result.stderr.strip()[-2000:]
+        url = settings.get("PGDATABASE", "")
+        for secret in (settings.get("PGPASSWORD"), url if "://" in url else None):
+            if secret:
+                message = message.replace(secret, "***")
+        raise BackupError(f"{tool} failed (exit {result.returncode}): {message}")
     return result.stdout
 
 
@@ -272,14 +279,24 @@ def _snapshot(env: Environment, staging: Path, include_raw: bool) -> list[Backup
                 _copy_sqlite(path, target)
             else:
                 copies.append((path, target))
+    # Records first, then the files they name: a run that publishes during the backup writes its new
+    # version's files before the record naming them, so every record copied names files that exist and
+    # are copied after it (a version published later is copied unnamed, which is harmless).
+    copies.sort(key=lambda pair: pair[0].suffix not in (".json", ".jsonl"))
     for source, target in copies:
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
+        try:
+            shutil.copy2(source, target)
+        except FileNotFoundError:
+            raise BackupError(f"{source} was removed while it was being backed up; run the backup again") from None
     if storage == "postgres":
         assert env.dagster_home is not None
         dump = staging / POSTGRES_DUMP
         dump.parent.mkdir(parents=True, exist_ok=True)
-        _run_pg(env, "pg_dump", ["--no-owner", "--no-privileges", "--file", str(dump)], env.dagster_home)
+        # --clean --if-exists: the dump drops what it recreates, so a forced restore replaces a database's
+        # Dagster tables (and a restore into a fresh one drops nothing).
+        pg_dump_args = ["--no-owner", "--no-privileges", "--clean", "--if-exists", "--file", str(dump)]
+        _run_pg(env, "pg_dump", pg_dump_args, env.dagster_home)
     files = []
     for path in sorted(p for p in staging.rglob("*") if p.is_file()):
         files.append(
@@ -396,7 +413,16 @@ def _holds_state(env: Environment) -> list[str]:
     if env.dagster_home is not None and env.dagster_home.is_dir():
         if any(p.name != "dagster.yaml" and p.name not in INSTANCE_EXCLUDED for p in env.dagster_home.iterdir()):
             held.append(f"the Dagster instance {env.dagster_home}")
+        if instance_storage(env.dagster_home) == "postgres" and _postgres_tables(env, env.dagster_home):
+            # Named by its settings' file: the database's own name may be a URL holding the password.
+            held.append(f"the Postgres database of the Dagster instance {env.dagster_home / 'dagster.yaml'}")
     return held
+
+
+def _postgres_tables(env: Environment, home: Path) -> int:
+    """How many tables the instance's Postgres database holds in its public schema (Dagster's)."""
+    query = "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = 'public'"
+    return int(_run_pg(env, "psql", ["--no-psqlrc", "--tuples-only", "--no-align", "--command", query], home))
 
 
 def _fetch(source: str, manifest: BackupManifest, staging: Path, s3_client: Any) -> None:
@@ -463,7 +489,8 @@ def restore(
 ) -> BackupManifest:
     """Restore a backup into the environment. Refused: a backup without manifest, a damaged file (named),
     a target holding state (unless force), an instance of another storage kind. Every file is fetched and
-    verified into staging first; then the lake, the model store and the instance are swapped in.
+    verified into staging first; then a Postgres instance's dump is loaded (one transaction), and the lake, the
+    model store and the instance's folder are swapped in.
     restore_instance=False leaves the Dagster instance alone (a restore run inside that instance)."""
     env = env or Environment.from_env()
     manifest = read_manifest(source, s3_client)
@@ -485,19 +512,30 @@ def restore(
     try:
         _fetch(source, manifest, staging, s3_client)
         _relocate_lake(staging / LAKE_PART, manifest.lake_root, env.lake_root)
+        restore_instance_here = target.dagster_home is not None and manifest.instance_storage != "none"
+        if restore_instance_here and manifest.instance_storage == "postgres":
+            # First, in one transaction: a database that refuses the dump (unreachable, not empty) leaves the
+            # lake and the model store untouched too.
+            _load_postgres_dump(target, staging)
         (staging / LAKE_PART).mkdir(exist_ok=True)
         _swap_in(staging / LAKE_PART, env.lake_root)
         for folder in STORE_FOLDERS:
             (staging / STORE_PART / folder).mkdir(parents=True, exist_ok=True)
             _swap_in(staging / STORE_PART / folder, env.bentoml_home / folder)
-        if target.dagster_home is not None and manifest.instance_storage != "none":
-            _restore_instance(target, staging, manifest)
+        if restore_instance_here:
+            _restore_instance(target, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 
-def _restore_instance(env: Environment, staging: Path, manifest: BackupManifest) -> None:
+def _load_postgres_dump(env: Environment, staging: Path) -> None:
+    assert env.dagster_home is not None
+    restore_args = ["--no-psqlrc", "--quiet", "--single-transaction", "-v", "ON_ERROR_STOP=1"]
+    _run_pg(env, "psql", [*restore_args, "--file", str(staging / POSTGRES_DUMP)], env.dagster_home)
+
+
+def _restore_instance(env: Environment, staging: Path) -> None:
     home = env.dagster_home
     assert home is not None
     staged = staging / INSTANCE_PART
@@ -505,6 +543,4 @@ def _restore_instance(env: Environment, staging: Path, manifest: BackupManifest)
     # The target's dagster.yaml is this environment's configuration (its database, its run launcher): kept.
     if (home / "dagster.yaml").is_file():
         shutil.copy2(home / "dagster.yaml", staged / "dagster.yaml")
-    if manifest.instance_storage == "postgres":
-        _run_pg(env, "psql", ["--quiet", "-v", "ON_ERROR_STOP=1", "--file", str(staging / POSTGRES_DUMP)], home)
     _swap_in(staged, home)

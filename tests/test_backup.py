@@ -2,23 +2,35 @@
 record, its model in the BentoML store, quality records, a retraining-sensor tick on a SQLite Dagster
 instance) backed up to S3 (moto server) and restored into an empty lake, model store and instance: the same
 champion, identical predictions, the sensor's cursor and no repeated decision. And the refusals: a damaged
-file, a missing manifest, a target that holds state. Also through `kennel backup/restore` and the Dagster job."""
+file, a missing manifest, a target that holds state. Also through `kennel backup/restore` and the Dagster job; an
+instance on a real PostgreSQL server (pg_dump, psql into a fresh database); and the restored champion's Bento under a
+real `bentoml serve`."""
 
 import os
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import boto3
 import dagster as dg
 import numpy as np
 import pytest
+import requests
+from dagster._core.remote_origin import RemoteJobOrigin
+from dagster._core.scheduler.instigation import InstigatorState, InstigatorStatus, InstigatorType, TickData, TickStatus
+from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
+from dagster._serdes import deserialize_value
+from postgres_server import postgres_server
 from test_champion import _gate_decision
+from test_postgres_instance import _point_at, _postgres_home
 from test_sensors import DAY1, DAY2, _record_day
+from test_serving import start_server, stop_server
 from test_serving_unit import DEMO_SPEC, synthetic_records, train_model_folder
 
 from definitions import build_definitions
 from jobs import BACKUP_JOB, build_backup_jobs
-from kennel.backup import MANIFEST, BackupError, Environment, backup, read_manifest, restore
+from kennel.backup import MANIFEST, PG_BIN_ENV, BackupError, Environment, backup, read_manifest, restore
 from kennel.cli import INSTANCE_SETTINGS, main
 from kennel.lake import Lake
 from kennel.lake.champion import ChampionRegistry, bento_name
@@ -216,3 +228,195 @@ def test_backup_and_restore_jobs(tmp_path):
         assert result.success
     assert (target / "lake" / "quality" / "d" / "2026-01-01.json").is_file()
     assert (target / "bentoml" / "models" / "m" / "v1" / "model.ubj").read_bytes() == b"booster"
+
+
+def _use_environment(env: Environment, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the settings Environment.from_env reads (as `kennel backup/restore` does) at `env`."""
+    monkeypatch.setenv("KENNEL_LAKE_ROOT", str(env.lake_root))
+    monkeypatch.setenv("BENTOML_HOME", str(env.bentoml_home))
+    monkeypatch.setenv("DAGSTER_HOME", str(env.dagster_home))
+
+
+@pytest.mark.postgres
+def test_a_postgres_instance_is_dumped_and_restored_into_a_fresh_database(tmp_path, monkeypatch, caplog, capfd):
+    """pg_dump on backup, psql on restore into a new empty database on the same server: the retraining sensor's
+    cursor, its tick and the run it requested come back (through Dagster and in the tables themselves). The
+    password reaches pg_dump/psql only through their environment: never an argument, a backed-up file or an
+    error message."""
+    commands: list[list[str]] = []
+    run = subprocess.run
+
+    def recording_run(args, *rest, **kwargs):
+        commands.append([str(a) for a in args])
+        return run(args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", recording_run)
+    with postgres_server() as server:
+        monkeypatch.setenv(PG_BIN_ENV, str(server.bin_dir))
+        _point_at(server, monkeypatch)
+        old, new = tmp_path / "old", tmp_path / "new"
+        old.mkdir()
+        new.mkdir()
+        source = Environment(old / "lake", old / "bentoml", _postgres_home(old))
+        source.lake_root.mkdir()
+        _use_environment(source, monkeypatch)
+        defs = build_definitions(resources={"lake": LakeResource(root=str(source.lake_root))})
+        sensor = defs.resolve_sensor_def(RETRAIN_SENSOR)
+        with dg.DagsterInstance.from_config(str(source.dagster_home)) as instance:
+            state = DaemonSensorState(instance, sensor)
+            state.save_cursor("cursor-at-backup")
+            origin = InstigatorState(state.origin, InstigatorType.SENSOR, InstigatorStatus.STOPPED)
+            tick = instance.create_tick(
+                TickData(
+                    instigator_origin_id=origin.instigator_origin_id,
+                    instigator_name=sensor.name,
+                    instigator_type=InstigatorType.SENSOR,
+                    status=TickStatus.STARTED,
+                    timestamp=time.time(),
+                    selector_id=origin.selector_id,
+                )
+            )
+            requested = instance.create_run_for_job(
+                defs.resolve_job_def("train_and_package"),
+                status=dg.DagsterRunStatus.QUEUED,
+                remote_job_origin=RemoteJobOrigin(state.origin.repository_origin, "train_and_package"),
+                tags={SENSOR_NAME_TAG: sensor.name, RUN_KEY_TAG: "retrain-after-drift"},
+            )
+            tick = tick.with_run_info(requested.run_id, "retrain-after-drift")
+            instance.update_tick(tick.with_status(TickStatus.SUCCESS, cursor="cursor-at-backup"))
+            manifest = backup(str(tmp_path / "backup"))  # the instance open, as under a running daemon
+        assert manifest.instance_storage == "postgres"
+        assert "instance/postgres.sql" in {f.path for f in manifest.files}
+
+        # A fresh, empty database on the same server; the restored instance reads DAGSTER_PG_DB.
+        admin = server.connect()
+        try:
+            admin.autocommit = True
+            with admin.cursor() as cursor:
+                cursor.execute('CREATE DATABASE "restored"')
+        finally:
+            admin.close()
+        monkeypatch.setenv("DAGSTER_PG_DB", "restored")
+        target = Environment(new / "lake", new / "bentoml", _postgres_home(new))
+        _use_environment(target, monkeypatch)
+        restore(str(tmp_path / "backup"))
+
+        with dg.DagsterInstance.from_config(str(target.dagster_home)) as instance:
+            assert DaemonSensorState(instance, sensor).cursor() == "cursor-at-backup"
+            (restored_tick,) = instance.get_ticks(origin.instigator_origin_id, origin.selector_id)
+            assert restored_tick.status == TickStatus.SUCCESS and restored_tick.cursor == "cursor-at-backup"
+            assert restored_tick.run_ids == [requested.run_id]
+            run_record = instance.get_run_by_id(requested.run_id)
+            assert run_record is not None and run_record.status == dg.DagsterRunStatus.QUEUED
+            assert run_record.tags[RUN_KEY_TAG] == "retrain-after-drift" and run_record.job_name == "train_and_package"
+        restored = server.connect("restored")
+        try:
+            with restored.cursor() as cursor:
+                cursor.execute("SELECT run_id, status FROM runs")
+                assert cursor.fetchall() == [(requested.run_id, "QUEUED")]
+                cursor.execute("SELECT instigator_body FROM instigators WHERE selector_id = %s", (origin.selector_id,))
+                ((body,),) = cursor.fetchall()
+                assert deserialize_value(body, InstigatorState).instigator_data.cursor == "cursor-at-backup"
+                cursor.execute("SELECT status, tick_body FROM job_ticks WHERE selector_id = %s", (origin.selector_id,))
+                ((status, tick_body),) = cursor.fetchall()
+                assert status == "SUCCESS" and deserialize_value(tick_body, TickData).run_ids == [requested.run_id]
+        finally:
+            restored.close()
+
+        # The database now holds an instance: refused without force, replaced with it (the dump drops what it
+        # recreates); a database that cannot be reached fails naming the tool, before the lake is touched.
+        with pytest.raises(BackupError, match="refusing to restore over existing state.*Postgres database"):
+            restore(str(tmp_path / "backup"))
+        restore(str(tmp_path / "backup"), force=True)
+        restored = server.connect("restored")
+        try:
+            with restored.cursor() as cursor:
+                cursor.execute("SELECT run_id FROM runs")
+                assert cursor.fetchall() == [(requested.run_id,)]  # the backed-up run, once
+        finally:
+            restored.close()
+        monkeypatch.setenv("DAGSTER_PG_DB", "nowhere")
+        shutil.rmtree(target.lake_root)
+        with pytest.raises(BackupError, match="psql failed") as refused:
+            restore(str(tmp_path / "backup"), force=True)
+        assert not target.lake_root.exists()
+        monkeypatch.setenv("DAGSTER_PG_DB", "restored")
+
+        assert commands and all(server.password not in " ".join(command) for command in commands)
+        assert {Path(command[0]).name for command in commands} >= {"pg_dump", "psql"}
+        for path in (tmp_path / "backup").rglob("*"):
+            assert not path.is_file() or server.password.encode() not in path.read_bytes(), path
+        logged = caplog.text + "".join(capfd.readouterr())
+        assert server.password not in logged and server.password not in str(refused.value)
+
+
+@pytest.mark.serving
+def test_the_restored_environment_serves_the_same_champion_through_bentoml(tmp_path, tmp_path_factory, monkeypatch):
+    """`bentoml serve` of the restored champion's Bento, from the restored BENTOML_HOME and logging to the restored
+    lake, answers exactly what the original champion scores in-process."""
+    from kennel.serving.champion import ensure_bento
+    from kennel.serving.prediction_log import read_predictions
+
+    old, records = _champion_environment(tmp_path / "old")
+    spec = load_spec(DEMO_SPEC)
+    registry = ChampionRegistry(Lake(old.lake_root).dataset(spec.name))
+    champion, built = ensure_bento(registry, Lake(old.lake_root))
+    assert built and champion.bento_tag
+    scores = Model.load(champion.model_dir).score(records)
+    backup(str(tmp_path / "backup"), old)
+
+    shutil.rmtree(old.lake_root)
+    new = _empty_environment(tmp_path / "new")
+    restore(str(tmp_path / "backup"), new)
+    restored = ChampionRegistry(Lake(new.lake_root).dataset(spec.name)).current()
+    assert restored is not None and restored.bento_tag == champion.bento_tag
+    name, version = champion.bento_tag.split(":")
+    assert (new.bentoml_home / "bentos" / name / version / "bento.yaml").is_file()
+
+    run_dir = tmp_path_factory.mktemp("serve-restored")
+    proc, base_url, _, _ = start_server(
+        restored.bento_tag,
+        run_dir,
+        {
+            "BENTOML_HOME": str(new.bentoml_home),
+            "KENNEL_LAKE_ROOT": str(new.lake_root),
+            "KENNEL_PREDICTION_LOG_FLUSH_S": "1",
+        },
+    )
+    try:
+        response = requests.post(f"{base_url}/predict_batch", json={"records": records}, timeout=60)
+        assert response.status_code == 200, response.text
+        answers = response.json()
+        request_ids = {a["request_id"] for a in answers}
+        deadline = time.monotonic() + 30  # the log is written every second
+        while True:
+            logged = read_predictions(Lake(new.lake_root).dataset(spec.name))
+            logged = logged[logged["request_id"].isin(request_ids)]
+            if len(logged) == len(records) or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+    finally:
+        stop_server(proc)
+    assert len(logged) == len(records)  # into the restored lake
+    assert {a["model_version"] for a in answers} == {champion.model_tag}
+    assert [a["probability"] for a in answers] == scores.tolist()
+
+
+def test_records_are_copied_before_the_files_they_name(tmp_path, monkeypatch):
+    """A run publishing during a backup writes its files, then the record naming them: copying every
+    record first means a copied record never names a file the backup missed."""
+    env = _small_environment(tmp_path)
+    (env.lake_root / "clean" / "d" / "date=2026-01-01" / "v-1").mkdir(parents=True)
+    (env.lake_root / "clean" / "d" / "date=2026-01-01" / "v-1" / "part-00000.parquet").write_bytes(b"rows")
+    copied: list[str] = []
+    copy2 = shutil.copy2
+
+    def recording_copy(source, target):
+        copied.append(Path(source).name)
+        return copy2(source, target)
+
+    monkeypatch.setattr(shutil, "copy2", recording_copy)
+    backup(str(tmp_path / "backup"), env)
+    records = [i for i, name in enumerate(copied) if name.endswith(".json")]
+    data = [i for i, name in enumerate(copied) if name.endswith((".parquet", ".csv", ".ubj"))]
+    assert records and data and max(records) < min(data)
