@@ -157,12 +157,11 @@ def build_schedules(
 
 
 def _environment(lake: LakeResource, model_store: ModelStoreResource, dagster_home: str | None):
-    from kennel.backup import BackupError, Environment
+    from kennel.backup import Environment
 
-    if lake.is_remote:
-        raise BackupError(f"the lake root {lake.root} is on S3: back it up with the bucket's versioning or replication")
     return Environment(
-        lake_root=lake.local.root,
+        lake_root=lake.local.root,  # an s3:// lake's mirror
+        lake_s3_root=lake.root if lake.is_remote else None,
         bentoml_home=Path(model_store.home).resolve(),
         dagster_home=Path(dagster_home) if dagster_home else None,
         pg_bin_dir=Path(os.environ[PG_BIN_ENV]) if os.environ.get(PG_BIN_ENV) else None,

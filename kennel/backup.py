@@ -14,6 +14,25 @@ A backup without its manifest was cut short and is refused. Restore reads the ma
 into a staging folder beside the target and checks each against the manifest before anything in the
 target changes; only then is each part swapped in (a rename). A target that already holds state is
 refused unless `force` is given. Nothing here imports Dagster: the instance's state is its files.
+
+A lake whose root is s3://bucket/prefix is worked on in a local mirror (KENNEL_LAKE_MIRROR): ingestion
+publishes raw days and labels (a generation of objects and a `_manifest.json` naming them), clean and
+quarantine files and quality records to S3; training sets, models, the champion registry, monitoring
+records, the decision log, the prediction log and the request-id key live only in the mirror. Its backup
+holds two lake parts:
+
+    lake_s3/…        every object under the S3 root (key relative to the root), minus the rebuilt or
+                     transient top folders (and raw/ without include_raw)
+    lake/…           the mirror's files that S3 does not hold: not an object's key, nor in a folder S3
+                     holds a `_manifest.json` for (the mirror's copy of a published raw day or labels)
+
+For what is published, S3 is the truth: the mirror's copy was written before its upload, so the two
+differ only where a publish was cut short, and then S3 holds what every other machine reads (a quality
+record on S3 names files that are on S3). The mirror is the truth for everything else: nothing else
+holds it. Restore uploads lake_s3/ into the target's (empty) S3 root, data before records, and rebuilds
+the mirror: the mirror-only files, plus the mirror's copy of each published file (a plain object copied
+from the verified staging, a published folder fetched back through its manifest), so the lake's readers
+in the mirror find every published day as before.
 """
 
 from __future__ import annotations
@@ -25,7 +44,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path, PurePosixPath
@@ -34,12 +53,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel
 
-from kennel.lake import Lake, configured_root, sha256_of
+from kennel.lake import Lake, configured_mirror, configured_root, sha256_of
 from kennel.lake import s3 as s3_files
 from kennel.lake.champion import ChampionRegistry
 
 MANIFEST = "backup_manifest.json"
 LAKE_PART, STORE_PART, INSTANCE_PART = "lake", "bentoml", "dagster_home"
+LAKE_S3_PART = "lake_s3"  # an s3:// lake's objects; LAKE_PART then holds its mirror's own files
+RECORD_SUFFIXES = (".json", ".jsonl")
 POSTGRES_DUMP = "instance/postgres.sql"
 # BentoML's stores; its other folders (tmp/, envs/) are caches rebuilt on demand.
 STORE_FOLDERS = ("models", "bentos")
@@ -67,7 +88,8 @@ class BackupManifest(BaseModel):
     format: int = 1
     created_at: str
     kennel_version: str
-    lake_root: str
+    lake_root: str  # for an s3:// lake: its mirror
+    lake_s3_root: str | None = None
     bentoml_home: str
     dagster_home: str | None
     instance_storage: StorageKind
@@ -78,12 +100,14 @@ class BackupManifest(BaseModel):
 
 @dataclass(frozen=True)
 class Environment:
-    """Where an environment keeps its state."""
+    """Where an environment keeps its state. A lake on S3 has its root in lake_s3_root
+    (s3://bucket/prefix) and its mirror in lake_root."""
 
     lake_root: Path
     bentoml_home: Path
     dagster_home: Path | None
     pg_bin_dir: Path | None = None  # where pg_dump and psql are; None: found on PATH
+    lake_s3_root: str | None = None
 
     @classmethod
     def from_env(cls) -> Environment:
@@ -92,11 +116,10 @@ class Environment:
         from kennel.serving.model_store import DEFAULT_BENTOML_HOME
 
         root = configured_root()
+        s3_root = None
         if root.startswith("s3://"):
-            raise BackupError(
-                f"KENNEL_LAKE_ROOT is {root}: back up a lake on S3 with the bucket's own versioning or replication; "
-                "`kennel backup` copies a local lake"
-            )
+            _split(root)  # a root naming no bucket is refused here, by name
+            s3_root, root = root, configured_mirror()
         home = os.environ.get("DAGSTER_HOME")
         pg_bin = os.environ.get(PG_BIN_ENV)
         return cls(
@@ -104,6 +127,7 @@ class Environment:
             bentoml_home=Path(os.environ.get("BENTOML_HOME") or DEFAULT_BENTOML_HOME).resolve(),
             dagster_home=Path(home).resolve() if home else None,
             pg_bin_dir=Path(pg_bin) if pg_bin else None,
+            lake_s3_root=s3_root,
         )
 
 
@@ -143,12 +167,43 @@ def lake_files(lake_root: Path, *, include_raw: bool) -> Iterator[Path]:
     half-written outputs before their swap (_staging) and the dbt warehouse (rebuilt from the clean tables
     by every training run; a DuckDB file copied while dbt writes it would not be consistent). raw/ too
     unless include_raw (landed input is the source of truth, but may be large and kept elsewhere)."""
+    yield from _walk(Lake(lake_root).root, _skipped_top_folders(lake_root, include_raw=include_raw))
+
+
+def _skipped_top_folders(lake_root: Path, *, include_raw: bool) -> tuple[str, ...]:
     lake = Lake(lake_root)
     any_dataset = lake.dataset("any")
     skip = [_top_folder(lake, lake.staging()), _top_folder(lake, any_dataset.warehouse())]
     if not include_raw:
         skip.append(_top_folder(lake, any_dataset.raw_root()))
-    yield from _walk(lake.root, tuple(skip))
+    return tuple(skip)
+
+
+def _is_record(path: str | Path) -> bool:
+    return str(path).endswith(RECORD_SUFFIXES)
+
+
+class _S3Lake:
+    """The objects of a lake whose root is on S3, as paths relative to the root (the mirror's layout)."""
+
+    def __init__(self, client: Any, root: str, skip_top: tuple[str, ...] = ()):
+        self.client, self.root, self.skip_top = client, root, skip_top
+        self.bucket, self.prefix = _split(root)
+
+    def objects(self) -> dict[str, str]:
+        """Relative path → key, for every object but those under a skipped top folder."""
+        found = {o.key[len(self.prefix) :]: o.key for o in s3_files.list_objects(self.client, self.bucket, self.prefix)}
+        return {rel: key for rel, key in found.items() if rel.split("/")[0] not in self.skip_top}
+
+    def download(self, rel: str, key: str, target: Path) -> None:
+        try:
+            s3_files.download(self.client, self.bucket, key, target)
+        except s3_files.S3TransferError as exc:
+            if "404" in str(exc) or "Not Found" in str(exc):
+                raise BackupError(
+                    f"s3://{self.bucket}/{key} was removed while it was being backed up; run the backup again"
+                ) from None
+            raise
 
 
 def instance_storage(dagster_home: Path | None) -> StorageKind:
@@ -260,12 +315,26 @@ def _champions(lake_root: Path) -> dict[str, str | None]:
     return champions
 
 
-def _snapshot(env: Environment, staging: Path, include_raw: bool) -> list[BackupFile]:
+def _snapshot(env: Environment, staging: Path, include_raw: bool, client: Any) -> list[BackupFile]:
     """Copy every part into `staging`; the checksums are of the copies (a log appended meanwhile is
     backed up as far as it was copied, consistently with its checksum)."""
+    held: dict[str, str] = {}  # an s3:// lake's objects: relative path → key
+    published_dirs: set[PurePosixPath] = set()
+    if env.lake_s3_root is not None:
+        s3_lake = _S3Lake(client, env.lake_s3_root, _skipped_top_folders(env.lake_root, include_raw=include_raw))
+        # Records first here too: the records of one listing, then every other object of a later listing,
+        # which holds every file a record copied names (a publish uploads its files before its record).
+        for rel, key in s3_lake.objects().items():
+            if _is_record(rel):
+                s3_lake.download(rel, key, staging / LAKE_S3_PART / rel)
+        held = s3_lake.objects()
+        published_dirs = {PurePosixPath(rel).parent for rel in held if PurePosixPath(rel).name == s3_files.MANIFEST}
     copies: list[tuple[Path, Path]] = []
     for path in lake_files(env.lake_root, include_raw=include_raw):
-        copies.append((path, staging / LAKE_PART / path.relative_to(env.lake_root)))
+        relative = PurePosixPath(path.relative_to(env.lake_root).as_posix())
+        if relative.as_posix() in held or relative.parent in published_dirs:
+            continue  # the mirror's copy of a published file: S3's is backed up
+        copies.append((path, staging / LAKE_PART / relative))
     for folder in STORE_FOLDERS:
         for path in _walk(env.bentoml_home / folder):
             copies.append((path, staging / STORE_PART / path.relative_to(env.bentoml_home)))
@@ -282,13 +351,16 @@ def _snapshot(env: Environment, staging: Path, include_raw: bool) -> list[Backup
     # Records first, then the files they name: a run that publishes during the backup writes its new
     # version's files before the record naming them, so every record copied names files that exist and
     # are copied after it (a version published later is copied unnamed, which is harmless).
-    copies.sort(key=lambda pair: pair[0].suffix not in (".json", ".jsonl"))
+    copies.sort(key=lambda pair: pair[0].suffix not in RECORD_SUFFIXES)
     for source, target in copies:
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             shutil.copy2(source, target)
         except FileNotFoundError:
             raise BackupError(f"{source} was removed while it was being backed up; run the backup again") from None
+    for rel, key in held.items():
+        if not (staging / LAKE_S3_PART / rel).is_file():
+            s3_lake.download(rel, key, staging / LAKE_S3_PART / rel)
     if storage == "postgres":
         assert env.dagster_home is not None
         dump = staging / POSTGRES_DUMP
@@ -317,10 +389,13 @@ def backup(
     The manifest goes last: a backup cut short has none, and restore refuses it."""
     env = env or Environment.from_env()
     if not env.lake_root.is_dir():
-        raise BackupError(f"the lake root {env.lake_root} is not a folder: nothing to back up")
+        what = "the lake's mirror" if env.lake_s3_root else "the lake root"
+        raise BackupError(f"{what} {env.lake_root} is not a folder: nothing to back up")
     remote = destination.startswith("s3://")
+    client = s3_client or _s3_client() if remote or env.lake_s3_root else None
+    if env.lake_s3_root and (destination.rstrip("/") + "/").startswith(env.lake_s3_root.rstrip("/") + "/"):
+        raise BackupError(f"{destination} is inside the lake's S3 root {env.lake_s3_root}; back up elsewhere")
     if remote:
-        client = s3_client or _s3_client()
         bucket, prefix = _split(destination)
         if s3_files.list_objects(client, bucket, prefix):
             raise BackupError(f"{destination} already holds objects; back up to a new prefix")
@@ -331,11 +406,12 @@ def backup(
             raise BackupError(f"{work} is not an empty folder; back up to a new one")
         work.mkdir(parents=True, exist_ok=True)
     try:
-        files = _snapshot(env, work, include_raw)
+        files = _snapshot(env, work, include_raw, client)
         manifest = BackupManifest(
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             kennel_version=version("kennel"),
             lake_root=str(env.lake_root),
+            lake_s3_root=env.lake_s3_root,
             bentoml_home=str(env.bentoml_home),
             dagster_home=str(env.dagster_home) if env.dagster_home else None,
             instance_storage=instance_storage(env.dagster_home),
@@ -450,17 +526,37 @@ def _fetch(source: str, manifest: BackupManifest, staging: Path, s3_client: Any)
         target.chmod(entry.mode)
 
 
-def _relocate_lake(lake: Path, old_root: str, new_root: Path) -> None:
-    """Records name model folders by absolute path in the lake; a lake restored under another root gets
-    those paths rewritten to the new root."""
-    if Path(old_root) == new_root:
+def _relocate_lake(lake: Path, moves: dict[str, str]) -> None:
+    """Records name model folders by absolute path in the lake (and may name the S3 root); a lake
+    restored under another root gets those paths rewritten to the new root (`moves`: old → new)."""
+    moves = {old.rstrip("/") + "/": new.rstrip("/") + "/" for old, new in moves.items() if old != new}
+    if not moves:
         return
-    old, new = old_root.rstrip("/") + "/", str(new_root).rstrip("/") + "/"
     for path in lake.rglob("*"):
-        if path.is_file() and path.suffix in (".json", ".jsonl"):
+        if path.is_file() and _is_record(path.name):
             text = path.read_text(encoding="utf-8")
-            if old in text:
-                path.write_text(text.replace(old, new), encoding="utf-8")
+            if any(old in text for old in moves):
+                for old, new in moves.items():
+                    text = text.replace(old, new)
+                path.write_text(text, encoding="utf-8")
+
+
+def _publish_lake_objects(s3_lake: _S3Lake, staged: Path, mirror: Path) -> None:
+    """Upload the backed-up objects under the target's S3 root, each record after the data files (a reader
+    of the new root sees a record only once the files it names are there); then give the staged mirror its
+    copy of each published file: a plain object copied, a published folder fetched back through its
+    manifest (each file checked against it)."""
+    files = sorted((p for p in staged.rglob("*") if p.is_file()), key=lambda p: (_is_record(p.name), str(p)))
+    for path in files:
+        s3_files.upload_file(s3_lake.client, path, s3_lake.bucket, s3_lake.prefix + path.relative_to(staged).as_posix())
+    for path in files:
+        relative = path.relative_to(staged)
+        if path.name == s3_files.MANIFEST:
+            key = s3_lake.prefix + relative.parent.as_posix()
+            s3_files.fetch_dir(s3_lake.client, s3_lake.bucket, key, mirror / relative.parent)
+        elif not any(part.startswith(s3_files.GENERATION_PREFIX) for part in relative.parts):
+            (mirror / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, mirror / relative)
 
 
 def _swap_in(staged: Path, target: Path) -> None:
@@ -489,15 +585,26 @@ def restore(
 ) -> BackupManifest:
     """Restore a backup into the environment. Refused: a backup without manifest, a damaged file (named),
     a target holding state (unless force), an instance of another storage kind. Every file is fetched and
-    verified into staging first; then a Postgres instance's dump is loaded (one transaction), and the lake, the
-    model store and the instance's folder are swapped in.
+    verified into staging first; then a Postgres instance's dump is loaded (one transaction), an s3:// lake's
+    objects are uploaded under the target's S3 root (which must hold none, unless force), and the lake (or
+    mirror), the model store and the instance's folder are swapped in.
     restore_instance=False leaves the Dagster instance alone (a restore run inside that instance)."""
     env = env or Environment.from_env()
     manifest = read_manifest(source, s3_client)
-    target = Environment(
-        env.lake_root, env.bentoml_home, env.dagster_home if restore_instance else None, env.pg_bin_dir
-    )
-    if not force and (held := _holds_state(target)):
+    target = replace(env, dagster_home=env.dagster_home if restore_instance else None)
+    held = _holds_state(target)
+    s3_lake = None
+    if (manifest.lake_s3_root is None) != (env.lake_s3_root is None):
+        backed = f"a lake on S3 ({manifest.lake_s3_root})" if manifest.lake_s3_root else "a local lake"
+        here = f"on S3 ({env.lake_s3_root})" if env.lake_s3_root else f"local ({env.lake_root})"
+        raise BackupError(
+            f"the backup holds {backed}, but the target lake root is {here}: restore it into a lake of its kind"
+        )
+    if env.lake_s3_root is not None:
+        s3_lake = _S3Lake(s3_client or _s3_client(), env.lake_s3_root)
+        if s3_lake.objects():
+            held.append(f"the lake's S3 root {env.lake_s3_root}")
+    if not force and held:
         raise BackupError(f"refusing to restore over existing state ({'; '.join(held)}); use --force to replace it")
     if target.dagster_home is not None:
         kind = instance_storage(target.dagster_home)
@@ -511,13 +618,19 @@ def restore(
     staging = Path(tempfile.mkdtemp(prefix=".kennel-restore-", dir=env.lake_root.parent))
     try:
         _fetch(source, manifest, staging, s3_client)
-        _relocate_lake(staging / LAKE_PART, manifest.lake_root, env.lake_root)
+        moves = {manifest.lake_root: str(env.lake_root)}
+        if manifest.lake_s3_root and env.lake_s3_root:
+            moves[manifest.lake_s3_root] = env.lake_s3_root
+        for part in (LAKE_PART, LAKE_S3_PART):
+            _relocate_lake(staging / part, moves)
         restore_instance_here = target.dagster_home is not None and manifest.instance_storage != "none"
         if restore_instance_here and manifest.instance_storage == "postgres":
             # First, in one transaction: a database that refuses the dump (unreachable, not empty) leaves the
             # lake and the model store untouched too.
             _load_postgres_dump(target, staging)
         (staging / LAKE_PART).mkdir(exist_ok=True)
+        if s3_lake is not None:
+            _publish_lake_objects(s3_lake, staging / LAKE_S3_PART, staging / LAKE_PART)
         _swap_in(staging / LAKE_PART, env.lake_root)
         for folder in STORE_FOLDERS:
             (staging / STORE_PART / folder).mkdir(parents=True, exist_ok=True)

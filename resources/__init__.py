@@ -16,7 +16,7 @@ import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject
 from dagster_pyspark import LazyPySparkResource
 
-from kennel.lake import configured_root
+from kennel.lake import configured_mirror, configured_root
 from kennel.serving.model_store import DEFAULT_BENTOML_HOME
 from kennel.spark import SparkNetwork, connect_conf, prepare_spark_environment, spark_conf, spark_remote
 from kennel.spec import PROJECT_ROOT, DatasetSpec
@@ -55,7 +55,7 @@ def build_resources(env: str | None = None) -> dict[str, object]:
         lake = LakeResource(
             root=configured_root(),
             s3=s3,
-            mirror=_setting("KENNEL_LAKE_MIRROR", str(PROJECT_ROOT / ".kennel" / "lake-mirror")),
+            mirror=configured_mirror(),
         )
         spark_master = _setting("KENNEL_SPARK_MASTER", "local[2]")
         store = ModelStoreResource(home=_setting("BENTOML_HOME", str(DEFAULT_BENTOML_HOME)))

@@ -10,19 +10,24 @@ import os
 import shutil
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import boto3
 import dagster as dg
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 from dagster._core.remote_origin import RemoteJobOrigin
 from dagster._core.scheduler.instigation import InstigatorState, InstigatorStatus, InstigatorType, TickData, TickStatus
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 from dagster._serdes import deserialize_value
+from dagster_aws.s3 import S3Resource
 from postgres_server import postgres_server
 from test_champion import _gate_decision
+from test_lake_publish import DATASET, _write_version
+from test_lake_publish import DAY as PUBLISHED_DAY
 from test_postgres_instance import _point_at, _postgres_home
 from test_sensors import DAY1, DAY2, _record_day
 from test_serving import start_server, stop_server
@@ -30,10 +35,21 @@ from test_serving_unit import DEMO_SPEC, synthetic_records, train_model_folder
 
 from definitions import build_definitions
 from jobs import BACKUP_JOB, build_backup_jobs
-from kennel.backup import MANIFEST, PG_BIN_ENV, BackupError, Environment, backup, read_manifest, restore
+from kennel.backup import (
+    MANIFEST,
+    PG_BIN_ENV,
+    BackupError,
+    Environment,
+    backup,
+    lake_files,
+    read_manifest,
+    restore,
+)
 from kennel.cli import INSTANCE_SETTINGS, main
-from kennel.lake import Lake
+from kennel.lake import Lake, sha256_of
 from kennel.lake.champion import ChampionRegistry, bento_name
+from kennel.lake.s3 import MANIFEST as PUBLISHED_MANIFEST
+from kennel.lake.s3 import list_objects
 from kennel.model import Model
 from kennel.spec import load_spec
 from resources.lake import LakeResource
@@ -420,3 +436,88 @@ def test_records_are_copied_before_the_files_they_name(tmp_path, monkeypatch):
     records = [i for i, name in enumerate(copied) if name.endswith(".json")]
     data = [i for i, name in enumerate(copied) if name.endswith((".parquet", ".csv", ".ubj"))]
     assert records and data and max(records) < min(data)
+
+
+def relative_to(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def test_a_lake_on_s3_is_backed_up_with_its_mirror_and_restored_under_a_new_root(tmp_path, s3_endpoint):
+    """An s3:// lake: a raw day and a cleaned day published to S3 as ingestion publishes them, a champion and
+    monitoring records in the mirror only. Backed up to a local folder, restored under a new S3 prefix and a
+    new mirror: the day reads back verified through the lake's readers, the same champion scores the same."""
+    s3 = S3Resource(endpoint_url=s3_endpoint)
+    client = s3.get_client()
+    client.create_bucket(Bucket="s3-lake")
+    old, records = _champion_environment(tmp_path / "old")
+    old = replace(old, lake_s3_root="s3://s3-lake/old")
+    lake = LakeResource(root=old.lake_s3_root, mirror=str(old.lake_root), s3=s3)
+    data = lake.dataset(DATASET)
+    raw_dir = data.raw_dir(PUBLISHED_DAY)
+    raw_dir.mkdir(parents=True)
+    (raw_dir / "part-0.csv").write_text("id,amount\n1,2\n")
+    lake.publish_dir(raw_dir)
+    record = _write_version(lake.local, "ingest-run", 4)
+    # As clean_records publishes a day: its data files, then the quality record naming them.
+    for table in ("clean", "quarantine"):
+        lake.publish_file(lake.local.root / record.outputs[table].file)
+    lake.publish_file(data.publish_day(record))
+    clean = pd.read_parquet(data.published(PUBLISHED_DAY))
+    champion = ChampionRegistry(data).current()
+    assert champion is not None
+    scores = Model.load(champion.model_dir).score(records)
+
+    mirror = {relative_to(p, old.lake_root): sha256_of(p) for p in lake_files(old.lake_root, include_raw=True)}
+    manifest = backup(str(tmp_path / "backup"), old, s3_client=client)
+
+    def relative(path: Path) -> str:
+        return relative_to(path, old.lake_root)
+
+    paths = {f.path for f in manifest.files}
+    assert manifest.lake_s3_root == "s3://s3-lake/old" and manifest.lake_root == str(old.lake_root)
+    quality, clean_file = relative(data.quality_path(PUBLISHED_DAY)), record.outputs["clean"].file
+    assert {f"lake_s3/{quality}", f"lake_s3/{clean_file}", f"lake_s3/{relative(raw_dir)}/{PUBLISHED_MANIFEST}"} <= paths
+    # The mirror's copies of published files are not backed up twice; what only the mirror holds is.
+    assert not {f"lake/{quality}", f"lake/{clean_file}", f"lake/{relative(raw_dir / 'part-0.csv')}"} & paths
+    assert f"lake/{relative(data.registry_dir() / 'champion.json')}" in paths
+    assert f"lake/{relative(data.quality_path(DAY1))}" in paths  # a record never published: the mirror's
+    assert not any(p.startswith(("lake/_staging", "lake_s3/_staging")) for p in paths)
+
+    # The old lake is gone, on S3 and in the mirror: nothing may still read from it.
+    for obj in list_objects(client, "s3-lake", "old/"):
+        client.delete_object(Bucket="s3-lake", Key=obj.key)
+    shutil.rmtree(old.lake_root)
+
+    with pytest.raises(BackupError, match="holds a lake on S3.*target lake root is local"):
+        restore(str(tmp_path / "backup"), _empty_environment(tmp_path / "local"))
+    client.put_object(Bucket="s3-lake", Key="occupied/x", Body=b"x")
+    occupied = replace(_empty_environment(tmp_path / "occupied"), lake_s3_root="s3://s3-lake/occupied")
+    with pytest.raises(BackupError, match="refusing to restore over existing state.*S3 root s3://s3-lake/occupied"):
+        restore(str(tmp_path / "backup"), occupied, s3_client=client)
+    assert not occupied.lake_root.exists()
+
+    new = replace(_empty_environment(tmp_path / "new"), lake_s3_root="s3://s3-lake/restored")
+    restore(str(tmp_path / "backup"), new, s3_client=client)
+    restored_lake = LakeResource(root=new.lake_s3_root, mirror=str(new.lake_root), s3=s3)
+    restored_data = restored_lake.dataset(DATASET)
+    assert restored_data.quality(PUBLISHED_DAY) == record
+    pd.testing.assert_frame_equal(pd.read_parquet(restored_data.published(PUBLISHED_DAY)), clean)
+    assert (restored_data.raw_dir(PUBLISHED_DAY) / "part-0.csv").read_text() == "id,amount\n1,2\n"
+    on_s3 = {o.key for o in list_objects(client, "s3-lake", "restored/")}
+    assert {f"restored/{quality}", f"restored/{clean_file}"} <= on_s3
+    # A fresh machine finds the raw day and the quality record under the new root, S3 alone.
+    fresh = LakeResource(root=new.lake_s3_root, mirror=str(tmp_path / "fresh"), s3=s3)
+    fresh.fetch_dir(fresh.dataset(DATASET).raw_dir(PUBLISHED_DAY))
+    assert (fresh.dataset(DATASET).raw_dir(PUBLISHED_DAY) / "part-0.csv").read_text() == "id,amount\n1,2\n"
+    body = client.get_object(Bucket="s3-lake", Key=f"restored/{quality}")["Body"].read()
+    assert body == restored_data.quality_path(PUBLISHED_DAY).read_bytes()
+
+    restored = ChampionRegistry(restored_data).current()
+    assert restored is not None and (restored.model_tag, restored.since) == (champion.model_tag, champion.since)
+    assert restored.model_dir == str(restored_data.model_dir(RUN_ID))
+    assert np.array_equal(Model.load(restored.model_dir).score(records), scores)
+    # The whole mirror came back: every file, the data byte for byte (records may name the new root).
+    restored_files = {relative_to(p, new.lake_root): p for p in lake_files(new.lake_root, include_raw=True)}
+    assert set(restored_files) == set(mirror)
+    data_files = {r for r in mirror if not r.endswith((".json", ".jsonl"))}
+    assert {r: sha256_of(restored_files[r]) for r in data_files} == {r: mirror[r] for r in data_files}

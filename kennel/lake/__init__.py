@@ -63,6 +63,8 @@ from kennel.spec import PROJECT_ROOT
 
 LAKE_ROOT_ENV = "KENNEL_LAKE_ROOT"
 DEFAULT_ROOT = PROJECT_ROOT / ".kennel" / "lake"  # the embedded default: inside the project folder
+MIRROR_ENV = "KENNEL_LAKE_MIRROR"
+DEFAULT_MIRROR = PROJECT_ROOT / ".kennel" / "lake-mirror"  # the local working folder of an s3:// lake
 
 
 _DAY_PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
@@ -83,6 +85,11 @@ def configured_root() -> str:
     """The lake every Kennel entry point (the project, the CLI, the demo, a Bento from a checkout) uses
     unless told otherwise: $KENNEL_LAKE_ROOT as set (a folder or an s3:// URI), else DEFAULT_ROOT."""
     return os.environ.get(LAKE_ROOT_ENV) or str(DEFAULT_ROOT)
+
+
+def configured_mirror() -> str:
+    """The local working folder of an s3:// lake: $KENNEL_LAKE_MIRROR as set, else DEFAULT_MIRROR."""
+    return os.environ.get(MIRROR_ENV) or str(DEFAULT_MIRROR)
 
 
 _DAY_DATA_WRITTEN = crash_point(
