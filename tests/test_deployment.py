@@ -7,11 +7,14 @@ import yaml
 
 from assets.graph import DatasetGraph
 from definitions import build_definitions, defs
+from jobs import BACKUP_JOB, RESTORE_JOB
 from kennel.deployment import SPECS_DIR_ENV_VAR, load_deployment, load_spec_folder
 from kennel.spec import DEFAULT_SPEC_PATH, SpecError
 from sensors.ingestion import LANDED_FINGERPRINTS, ingested_history
 
 DATASETS = ("credit_demo", "fleet")
+# One lake, one model store, one instance: backed up and restored whole, not per data set.
+DEPLOYMENT_JOBS = {BACKUP_JOB, RESTORE_JOB}
 
 
 def _write_specs(folder, names=DATASETS):
@@ -52,9 +55,13 @@ def test_each_data_set_has_the_whole_graph_under_its_own_name(several):
 
 def test_jobs_schedules_and_sensors_touch_only_their_data_set(several):
     repo = several.get_repository_def()
-    jobs = [job for job in repo.get_all_jobs() if not job.name.startswith("__ASSET_JOB")]
+    jobs = [
+        job for job in repo.get_all_jobs() if not job.name.startswith("__ASSET_JOB") and job.name not in DEPLOYMENT_JOBS
+    ]
     single_jobs = {job.name for job in defs.get_repository_def().get_all_jobs() if not job.name.startswith("__")}
-    assert {job.name for job in jobs} == {f"{name}__{job}" for name in DATASETS for job in single_jobs}
+    assert DEPLOYMENT_JOBS <= single_jobs and DEPLOYMENT_JOBS <= {job.name for job in repo.get_all_jobs()}
+    dataset_jobs = single_jobs - DEPLOYMENT_JOBS
+    assert {job.name for job in jobs} == {f"{name}__{job}" for name in DATASETS for job in dataset_jobs}
     for job in jobs:
         owner = job.name.split("__")[0]
         assert {_dataset_of(key) for key in job.asset_layer.selected_asset_keys} == {owner}, job.name
