@@ -3,12 +3,10 @@
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 import yaml
 
 from definitions import build_definitions
-from kennel.demo import generate_frame
 from kennel.spec import DEFAULT_SPEC_PATH, load_spec
 from resources.lake import LakeResource
 
@@ -50,13 +48,6 @@ class Project:
         event = self.instance.get_latest_materialization_event(dg.AssetKey(key))
         assert event is not None, f"{key} was never materialized"
         return {k: v.value for k, v in event.asset_materialization.metadata.items()}
-
-
-def training_frame(spec, day: str, rows: int, seed: int, *, drifted: bool = False) -> pd.DataFrame:
-    """Demo records in the shape of the dbt `features` model (label as 0/1)."""
-    frame = generate_frame(spec, pd.Timestamp(day).date(), rows, np.random.default_rng(seed), drifted=drifted)
-    frame["label"] = (frame[spec.label.column].astype(str) == str(spec.label.positive)).astype(int)
-    return frame
 
 
 def small_model_params(seed: int) -> dict:

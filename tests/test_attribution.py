@@ -24,7 +24,7 @@ from kennel.monitoring.attribution import (
     save_attribution_profile,
 )
 from kennel.spec import DatasetSpec, load_spec
-from tests.projects import training_frame
+from tests.training_data import training_frame
 
 SERVED_DAY = date(2026, 2, 1)
 BATCHES = 20  # same-distribution days per false-alarm check

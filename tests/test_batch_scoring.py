@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from projects import training_frame
 from test_serving import served  # noqa: F401  (the fixture: a real `bentoml serve` of a test Bento)
 from test_serving_unit import DEMO_SPEC, synthetic_records, train_model_folder
+from training_data import training_frame
 
 from kennel.lake import Lake
 from kennel.model import Model

@@ -1,9 +1,5 @@
 """Distributed training with xgboost.spark on a real Spark standalone cluster (master + 2 workers on 127.0.0.1)."""
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,11 +7,11 @@ import pytest
 from kennel.model import MODEL_FILE, SPEC_FILE, Model, ModelCard, to_model_frame
 from kennel.model.distributed import _model_columns
 from kennel.spark import is_cluster, local_standalone_cluster
-from kennel.spec import DEFAULT_SPEC_PATH, PROJECT_ROOT, load_spec
+from kennel.spec import DEFAULT_SPEC_PATH, load_spec
 from kennel.training.config import TrainConfig
 from kennel.training.evaluation import roc_auc
 from kennel.training.trainer import train_model
-from tests.projects import training_frame
+from tests.training_data import train_on_spark, training_frame
 
 
 @pytest.fixture(scope="module")
@@ -65,29 +61,7 @@ def test_training_on_a_standalone_cluster_gives_a_model_folder_as_good_as_native
 
     with local_standalone_cluster(tmp_path / "cluster", workers=2, cores=1, memory="1g") as master:
         # A driver process of its own: this test session's local Spark context cannot point elsewhere.
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "kennel.training.distributed",
-                "--master",
-                master,
-                "--training-dir",
-                str(data),
-                "--out",
-                str(tmp_path / "model"),
-                "--spec",
-                str(DEFAULT_SPEC_PATH),
-                "--config",
-                config.model_dump_json(),
-            ],
-            capture_output=True,
-            text=True,
-            cwd=PROJECT_ROOT,
-            timeout=600,
-        )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads((tmp_path / "model" / "train_result.json").read_text())
+        result = train_on_spark(master, data, tmp_path / "model", config, timeout=600)
     assert result["distributed"] and result["params"]["num_workers"] == 2
 
     # A full model folder, loadable (and checked) the way evaluation, the gate and the Bento load one.

@@ -21,7 +21,8 @@ from kennel.serving.request_ids import RequestIds
 from kennel.spec import DEFAULT_SPEC_PATH, load_spec
 from kennel.training.config import GateConfig
 from kennel.training.gate import Candidate, decide
-from tests.projects import small_model_params, training_frame
+from tests.projects import small_model_params
+from tests.training_data import training_frame
 
 FIXTURES = Path(__file__).parent / "data" / "lake_records"
 SENSITIVE = ["gender"]

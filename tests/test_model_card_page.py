@@ -36,7 +36,8 @@ from kennel.training.evaluation import evaluate, shap_summary
 from kennel.training.gate import Candidate, decide
 from kennel.training.trainer import train_model
 from resources.lake import LakeResource
-from tests.projects import days, training_frame
+from tests.projects import days
+from tests.training_data import training_frame
 
 HOSTILE = ["<script>alert('card')</script>", "quote \" and ' & <b>bold</b>", "plain"]
 TWO_MB = 2 * 1024 * 1024

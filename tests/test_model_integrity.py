@@ -14,7 +14,7 @@ from kennel.spec import DEFAULT_SPEC_PATH, load_spec
 from kennel.training.config import GateConfig, TrainConfig
 from kennel.training.gate import Candidate, decide
 from kennel.training.trainer import train_model
-from tests.projects import training_frame
+from tests.training_data import training_frame
 
 
 @pytest.fixture(scope="module")

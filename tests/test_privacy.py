@@ -26,7 +26,8 @@ from kennel.monitoring.profile import SCORE, build_reference, drift_summary
 from kennel.privacy import HASH_PREFIX, SALT_ENV, Redactor, is_hashed, salt_path
 from kennel.serving.prediction_log import FeedbackLog, PredictionLog, read_predictions
 from kennel.spec import DEFAULT_SPEC_PATH, DatasetSpec, SpecError, load_spec
-from tests.projects import Project, days, small_model_params, spec_file, training_frame
+from tests.projects import Project, days, small_model_params, spec_file
+from tests.training_data import training_frame
 
 PERSONAL = ["application_id", "region", "annual_income"]
 ID_MARK = "zqxid"  # every planted id holds it

@@ -261,7 +261,7 @@ def test_on_the_same_rows_the_shadow_bootstrap_equals_the_offline_gates(tmp_path
     from kennel.training.config import TrainConfig
     from kennel.training.gate import Candidate, decide
     from kennel.training.trainer import train_model
-    from tests.projects import training_frame
+    from tests.training_data import training_frame
 
     spec = load_spec(DEFAULT_SPEC_PATH)
     train, validation, test = (training_frame(spec, f"2026-01-0{i}", n, i) for i, n in ((1, 1500), (2, 500), (3, 800)))

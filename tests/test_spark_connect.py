@@ -11,15 +11,15 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from kennel.demo import generate, generate_frame
+from kennel.demo import generate
 from kennel.ingestion.cleaning import PART_FILE, clean_partition
 from kennel.spark import REMOTE_SETTING, connect_conf, is_connect, local_connect_server, spark_remote
 from kennel.spec import DEFAULT_SPEC_PATH, PROJECT_ROOT, load_spec
 from kennel.training.config import TrainConfig
+from tests.training_data import train_on_spark, training_frame
 
 # Run by the Connect client: clean the landed days given as arguments with the session get_spark gives
 # (KENNEL_SPARK_REMOTE is set), print each day's CleaningResult as JSON.
@@ -117,43 +117,15 @@ def test_cleaning_through_spark_connect_equals_local_mode(spark, spec, connect_u
             )
 
 
-def _training_frame(spec, day: str, rows: int, seed: int) -> pd.DataFrame:
-    frame = generate_frame(spec, pd.Timestamp(day).date(), rows, np.random.default_rng(seed))
-    frame["label"] = (frame[spec.label.column].astype(str) == str(spec.label.positive)).astype(int)
-    return frame
-
-
 @pytest.mark.cluster
 @pytest.mark.full
 def test_xgboost_spark_trains_through_spark_connect(spec, connect_url, tmp_path):
     """xgboost 3.4's estimator runs on a Connect session: its barrier stage runs on the server."""
     data = tmp_path / "training"
     data.mkdir()
-    _training_frame(spec, "2026-01-01", 2000, 1).to_parquet(data / "train.parquet")
-    _training_frame(spec, "2026-01-02", 500, 2).to_parquet(data / "validation.parquet")
+    training_frame(spec, "2026-01-01", 2000, 1).to_parquet(data / "train.parquet")
+    training_frame(spec, "2026-01-02", 500, 2).to_parquet(data / "validation.parquet")
     config = TrainConfig(device="cpu", n_estimators=10, num_workers=2)
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kennel.training.distributed",
-            "--master",
-            connect_url,
-            "--training-dir",
-            str(data),
-            "--out",
-            str(tmp_path / "model"),
-            "--spec",
-            str(DEFAULT_SPEC_PATH),
-            "--config",
-            config.model_dump_json(),
-        ],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads((tmp_path / "model" / "train_result.json").read_text())
+    result = train_on_spark(connect_url, data, tmp_path / "model", config, timeout=400)
     assert result["distributed"] and result["params"]["num_workers"] == 2
     assert result["num_boosted_rounds"] == 10 and result["validation_auc"] > 0.75

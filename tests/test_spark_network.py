@@ -37,6 +37,7 @@ from kennel.spark import (
 from kennel.spec import DEFAULT_SPEC_PATH, PROJECT_ROOT, load_spec
 from kennel.training.config import TrainConfig
 from kennel.training.evaluation import roc_auc
+from tests.training_data import train_on_spark, training_frame
 
 # --- the settings ----------------------------------------------------------------------------------
 
@@ -264,8 +265,6 @@ def test_cleaning_runs_on_workers_in_another_network_namespace(namespace, cluste
 @pytest.mark.cluster
 @pytest.mark.full  # two more JVMs (driver, executor) and a barrier stage: minutes on a loaded 2-core machine
 def test_xgboost_spark_trains_on_workers_in_another_network_namespace(namespace, cluster, tmp_path):
-    from tests.projects import training_frame  # loads the Dagster definitions: only where it is needed
-
     master, work = cluster
     spec = load_spec(DEFAULT_SPEC_PATH)
     data = tmp_path / "training"
@@ -275,30 +274,8 @@ def test_xgboost_spark_trains_on_workers_in_another_network_namespace(namespace,
     test = training_frame(spec, "2026-01-03", 2000, 3)
     config = TrainConfig(device="cpu", n_estimators=40, num_workers=1)
     before = set(executor_logs(work))
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kennel.training.distributed",
-            "--master",
-            master,
-            "--training-dir",
-            str(data),
-            "--out",
-            str(tmp_path / "model"),
-            "--spec",
-            str(DEFAULT_SPEC_PATH),
-            "--config",
-            config.model_dump_json(),
-        ],
-        env=driver_env(namespace),
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert json.loads((tmp_path / "model" / "train_result.json").read_text())["distributed"]
+    result = train_on_spark(master, data, tmp_path / "model", config, timeout=300, env=driver_env(namespace))
+    assert result["distributed"]
     # The training tasks ran in the namespace's worker (its only one), whose executor reached the driver
     # at the host end of the veth pair.
     (app_log,) = [log for app, log in executor_logs(work).items() if app not in before]

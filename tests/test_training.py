@@ -22,7 +22,7 @@ from kennel.training.trainer import (
     train_model,
     window_shortfall,
 )
-from tests.projects import training_frame
+from tests.training_data import training_frame
 
 
 @pytest.fixture(scope="module")
