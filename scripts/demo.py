@@ -30,8 +30,11 @@ from dagster._core.remote_origin import RemoteInstigatorOrigin, RemoteRepository
 from dagster._core.scheduler.instigation import (  # noqa: E402
     InstigatorState,
     InstigatorStatus,
+    InstigatorTick,
     InstigatorType,
     SensorInstigatorData,
+    TickData,
+    TickStatus,
 )
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG  # noqa: E402
 from dagster._core.workspace.load import location_origins_from_yaml_paths  # noqa: E402
@@ -99,10 +102,24 @@ class DaemonSensorState:
         (location,) = location_origins_from_yaml_paths([str(WORKSPACE)])
         self.instance, self.sensor = instance, sensor
         self.origin = RemoteInstigatorOrigin(RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME), sensor.name)
+        # The sensor's ids in the instance (origin id, selector id), which find its stored state and ticks.
+        self.key = InstigatorState(self.origin, InstigatorType.SENSOR, InstigatorStatus.STOPPED)
 
     def _stored(self) -> InstigatorState | None:
-        probe = InstigatorState(self.origin, InstigatorType.SENSOR, InstigatorStatus.STOPPED)
-        return self.instance.get_instigator_state(probe.instigator_origin_id, probe.selector_id)
+        return self.instance.get_instigator_state(self.key.instigator_origin_id, self.key.selector_id)
+
+    def start_tick(self) -> InstigatorTick:
+        """A tick recorded as started, as the daemon records one before it evaluates the sensor."""
+        return self.instance.create_tick(
+            TickData(
+                instigator_origin_id=self.key.instigator_origin_id,
+                instigator_name=self.sensor.name,
+                instigator_type=InstigatorType.SENSOR,
+                status=TickStatus.STARTED,
+                timestamp=time.time(),
+                selector_id=self.key.selector_id,
+            )
+        )
 
     def cursor(self) -> str | None:
         stored = self._stored()

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import requests
 from dagster._core.remote_origin import RemoteJobOrigin
-from dagster._core.scheduler.instigation import InstigatorState, InstigatorStatus, InstigatorType, TickData, TickStatus
+from dagster._core.scheduler.instigation import InstigatorState, TickData, TickStatus
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 from dagster._serdes import deserialize_value
 from dagster_aws.s3 import S3Resource
@@ -281,17 +281,8 @@ def test_a_postgres_instance_is_dumped_and_restored_into_a_fresh_database(tmp_pa
         with dg.DagsterInstance.from_config(str(source.dagster_home)) as instance:
             state = DaemonSensorState(instance, sensor)
             state.save_cursor("cursor-at-backup")
-            origin = InstigatorState(state.origin, InstigatorType.SENSOR, InstigatorStatus.STOPPED)
-            tick = instance.create_tick(
-                TickData(
-                    instigator_origin_id=origin.instigator_origin_id,
-                    instigator_name=sensor.name,
-                    instigator_type=InstigatorType.SENSOR,
-                    status=TickStatus.STARTED,
-                    timestamp=time.time(),
-                    selector_id=origin.selector_id,
-                )
-            )
+            origin = state.key
+            tick = state.start_tick()
             requested = instance.create_run_for_job(
                 defs.resolve_job_def("train_and_package"),
                 status=dg.DagsterRunStatus.QUEUED,

@@ -2,7 +2,6 @@
 its environment variables; the ingestion and training jobs and a tick of the retraining sensor keep their runs,
 events, cursor and tick there (read back with psycopg2, not only through Dagster). SQLite stays the default."""
 
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -10,8 +9,6 @@ import pytest
 import yaml
 from dagster._core.scheduler.instigation import (
     InstigatorState,
-    InstigatorStatus,
-    InstigatorType,
     SensorInstigatorData,
     TickData,
     TickStatus,
@@ -120,17 +117,8 @@ def _jobs_and_a_sensor_tick(server: PostgresServer, tmp_path: Path, monkeypatch:
         # the instance keeps for it, its cursor saved back, the tick ended with that cursor.
         sensor = project.defs.resolve_sensor_def(RETRAIN_SENSOR)
         state = DaemonSensorState(instance, sensor)
-        origin = InstigatorState(state.origin, InstigatorType.SENSOR, InstigatorStatus.STOPPED)
-        tick = instance.create_tick(
-            TickData(
-                instigator_origin_id=origin.instigator_origin_id,
-                instigator_name=sensor.name,
-                instigator_type=InstigatorType.SENSOR,
-                status=TickStatus.STARTED,
-                timestamp=time.time(),
-                selector_id=origin.selector_id,
-            )
-        )
+        origin = state.key
+        tick = state.start_tick()
         launched = sensor_tick(project.defs, instance, RETRAIN_SENSOR)
         assert launched == [], "a champion trained on every day there is: nothing to retrain"
         cursor = state.cursor()
