@@ -14,7 +14,7 @@ export DAGSTER_TELEMETRY_ENABLED := False
 # Python 3.12 is required (xgboost 3.4); override with PYTHON312=/path/to/python3.12.
 PYTHON312 ?= $(shell bash scripts/find_python312.sh)
 
-.PHONY: setup demo lint test test-full test-fast test-stress dev clean
+.PHONY: setup demo lint test test-full test-fast test-stress dev clean bench bench-quick
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
 $(VENV)/.installed: pyproject.toml
@@ -71,6 +71,17 @@ test-stress: setup
 	  echo "==> stress round $$round of $(STRESS_COUNT), two busy loops running"; \
 	  $(PY) -m pytest -x -q $(STRESS_TESTS) || exit 1; \
 	done
+
+# Every benchmark (bench/run.py), then the goals summary at the top of BENCHMARKS.md and the plots in
+# bench/plots/: hours at full size. `bench-quick` runs every script's small sizes in minutes, asserting
+# nothing about speed (CI runs it so that the scripts do not rot). BENCH_ARGS="--only training" narrows it.
+bench: setup
+	$(VENV)/bin/uv pip install --python $(PY) -r pyproject.toml --extra bench
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+bench-quick: setup
+	$(VENV)/bin/uv pip install --python $(PY) -r pyproject.toml --extra bench
+	$(PY) bench/run.py --quick $(BENCH_ARGS)
 
 dev: setup
 	$(VENV)/bin/dagster dev -w workspace.yaml

@@ -29,7 +29,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+# Where sections are written: BENCHMARKS.md, or (quick mode, `bench/run.py --quick`) a copy under
+# .kennel/bench/, so that a quick run never replaces measured figures with small-size ones.
+REPORT_ENV = "KENNEL_BENCH_REPORT"
+BENCHMARKS_MD = Path(os.environ.get(REPORT_ENV) or ROOT / "BENCHMARKS.md")
 RESULTS_DIR = ROOT / ".kennel" / "bench"
 
 
@@ -171,7 +174,7 @@ class Results:
     load_before: list[float] = field(default_factory=load_average)
     load_after: list[float] = field(default_factory=list)
     command: str = field(default_factory=lambda: shlex.join([".venv/bin/python", *sys.argv]))
-    started: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    started: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
 
 
 def save_results(results: Results) -> Path:

@@ -2,6 +2,7 @@
 summary it writes into BENCHMARKS.md and the plots, on fake scripts and fake results (no benchmark runs)."""
 
 import os
+import signal
 import textwrap
 import time
 from datetime import UTC, datetime
@@ -59,7 +60,7 @@ def save_fake_results() -> list[bench_run.ScriptRun]:
         ],
     )
     # Written by an earlier run: neither counted nor drawn.
-    save("cleaning", started="2026-01-01 00:00 UTC", series=[common.SeriesPoint("spark cleaning", 1000, 1.0, 10.0)])
+    save("cleaning", started="2026-01-01 00:00:00 UTC", series=[common.SeriesPoint("spark cleaning", 1000, 1.0, 10.0)])
     run = bench_run.ScriptRun
     return [
         run("training", "ran", "python bench/training.py --write", "", 12.0, 0, ("evaluation", "training")),
@@ -76,7 +77,7 @@ def test_summary_counts_only_this_runs_results(bench_dirs: Path) -> None:
 
     failed = bench_run.failures(runs, run_start)
     assert [line.split(":")[0] for line in failed] == ["cleaning", "drift"]
-    assert "stale, from 2026-01-01 00:00 UTC" in failed[0]
+    assert "stale, from 2026-01-01 00:00:00 UTC" in failed[0]
 
     plots = {"training": [bench_dirs / "plots" / "training-time.png", bench_dirs / "plots" / "training-memory.png"]}
     info = bench_run.RunInfo(
@@ -103,7 +104,7 @@ def test_summary_counts_only_this_runs_results(bench_dirs: Path) -> None:
     )
     assert "| not met | OpenMP spin \\| 40% |" in section  # a pipe in a cell does not break the table
     assert "| training (evaluation) | model_evaluation / bare metrics |" in section
-    assert "| cleaning | – | – | – | failed | stale, from 2026-01-01 00:00 UTC" in section
+    assert "| cleaning | – | – | – | failed | stale, from 2026-01-01 00:00:00 UTC" in section
     assert "| drift | – | – | – | failed | exit 2: boom (log: x.log) |" in section
     assert "| gpu_training | – | – | – | not run | no GPU on this machine |" in section
     assert "Goals: 1 met, 2 not met. Scripts failed: 2" in section
@@ -136,7 +137,7 @@ def test_log_scales_only_where_sizes_span_more_than_tenfold() -> None:
 
 def test_commands_pass_write_and_the_mode() -> None:
     drift = next(b for b in bench_run.BENCHMARKS if b.name == "drift")
-    assert drift.command(quick=True)[1:] == [str(ROOT / "bench" / "drift.py"), "--write", "--quick"]
+    assert drift.command(quick=True)[1:] == ["bench/drift.py", "--write", "--quick"]
     assert drift.command(quick=False)[2:] == ["--write", "--evidently-python", ".kennel/bench-evidently/bin/python"]
     with pytest.raises(SystemExit):
         bench_run.parse(["--only", "no_such_benchmark"])
@@ -146,7 +147,7 @@ def test_commands_pass_write_and_the_mode() -> None:
 
 
 FAKE_SCRIPTS = {
-    # Saves its results (and a second results file) the way every benchmark does, recording its arguments.
+    # Saves its results (and a second results file) as every benchmark does, recording its arguments.
     "good.py": """
         import os, sys
         from pathlib import Path
@@ -160,6 +161,8 @@ FAKE_SCRIPTS = {
                 goals=[common.Goal(name + ": speed", "<= 2x", "1.5x", None if quick else True)],
                 series=[common.SeriesPoint("stage", 1000, 0.1)],
             ))
+        # Something else writing into the results folder meanwhile: not this script's results.
+        common.save_results(common.Results(name="intruder", quick=quick, command="python bench/other.py"))
     """,
     "crash.py": """
         import sys
@@ -201,7 +204,7 @@ def test_runner_goes_on_past_failures_and_reports_each(
     monkeypatch.setattr(bench_run, "BENCH_DIR", scripts)
     monkeypatch.setenv("FAKE_RESULTS_DIR", str(common.RESULTS_DIR))
     monkeypatch.setenv("FAKE_CHILD_PID", str(tmp_path / "child.pid"))
-    save("silent", started="2026-01-01 00:00 UTC")  # from an earlier run
+    save("silent", started="2026-01-01 00:00:00 UTC")  # from an earlier run
     benchmarks = [
         bench_run.Benchmark("good", "good.py", quick_args=("--rows", "10")),
         bench_run.Benchmark("crash", "crash.py"),
@@ -234,14 +237,18 @@ def test_runner_goes_on_past_failures_and_reports_each(
     hang = by_name["hang"]
     assert hang.status == "failed" and "15 s timeout" in hang.detail
     child = int((tmp_path / "child.pid").read_text())
-    deadline = time.monotonic() + 30
-    while pid_alive(child) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not pid_alive(child), "the hung script's child outlived the timeout"
+    try:
+        deadline = time.monotonic() + 30
+        while pid_alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not pid_alive(child), "the hung script's child outlived the timeout"
+    finally:
+        if pid_alive(child):
+            os.kill(child, signal.SIGKILL)
 
     failed = bench_run.failures(runs, run_start)
     assert [line.split(":")[0] for line in failed] == ["crash", "silent", "missing", "web", "hang"]
-    assert "stale, from 2026-01-01 00:00 UTC" in failed[1]
+    assert "stale, from 2026-01-01 00:00:00 UTC" in failed[1]
     info = bench_run.RunInfo(True, run_start, datetime.now(UTC), [1.0], [1.0], "bench/run.py --quick", ())
     section = bench_run.summary_section(info, runs, {})
     assert "| good | good: speed | <= 2x | 1.5x | not decided |" in section
