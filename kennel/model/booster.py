@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -137,7 +138,23 @@ class Model:
     def __init__(self, booster: xgboost.Booster, card: ModelCard):
         self.booster, self.card = booster, card
         self.encoder = FeatureEncoder(card)
-        booster.set_param({"nthread": threads.PREDICTION_THREADS})
+        booster.set_param({"nthread": 1})
+        # Large batches are scored by a copy set to more threads (kennel.model.threads), made on first
+        # use: changing the shared booster's thread count would race with concurrent requests.
+        self._parallel: tuple[int, xgboost.Booster] | None = None
+        self._parallel_lock = threading.Lock()
+
+    def _booster_for(self, rows: int, *, explaining: bool = False) -> tuple[xgboost.Booster, int]:
+        """The booster to score (or explain) `rows` rows with, and its thread count."""
+        wanted = threads.prediction_threads(rows, explaining=explaining)
+        if wanted == 1:
+            return self.booster, 1
+        with self._parallel_lock:
+            if self._parallel is None or self._parallel[0] != wanted:
+                parallel = self.booster.copy()
+                parallel.set_param({"nthread": wanted})
+                self._parallel = (wanted, parallel)
+            return self._parallel[1], wanted
 
     @classmethod
     def load(cls, folder: str | Path) -> Model:
@@ -188,7 +205,8 @@ class Model:
 
     def score_matrix(self, matrix: np.ndarray) -> np.ndarray:
         # The matrix width was checked against the booster at load, so the per-call check is skipped.
-        return np.asarray(self.booster.inplace_predict(matrix, validate_features=False), dtype=np.float64)
+        booster, _ = self._booster_for(len(matrix))
+        return np.asarray(booster.inplace_predict(matrix, validate_features=False), dtype=np.float64)
 
     # --- explanations ------------------------------------------------------------------------------------
 
@@ -199,7 +217,10 @@ class Model:
 
         xgb = _library()
         frame = to_model_frame(data, self.card)
-        contributions = self.booster.predict(xgb.DMatrix(frame, enable_categorical=True), pred_contribs=True)
+        booster, nthread = self._booster_for(len(frame), explaining=True)
+        contributions = booster.predict(
+            xgb.DMatrix(frame, enable_categorical=True, nthread=nthread), pred_contribs=True
+        )
         return pd.DataFrame(contributions, columns=[*self.card.feature_names, "bias"], index=frame.index)
 
     def explain_matrix(self, matrix: np.ndarray) -> np.ndarray:
@@ -212,13 +233,14 @@ class Model:
         # the DMatrix reads them as categories (as the training frame's Categoricals were), not numbers.
         # No feature names: their Python-side checks cost ~30 µs a call, and the width was checked
         # against the booster at load (as for score_matrix), so the per-call check is skipped.
+        booster, nthread = self._booster_for(len(matrix), explaining=True)
         dmatrix = xgb.DMatrix(
             matrix,
             feature_types=self.booster.feature_types,
             enable_categorical=True,
-            nthread=threads.PREDICTION_THREADS,
+            nthread=nthread,
         )
-        return np.asarray(self.booster.predict(dmatrix, pred_contribs=True, validate_features=False))
+        return np.asarray(booster.predict(dmatrix, pred_contribs=True, validate_features=False))
 
 
 # --- training ---------------------------------------------------------------------------------------------
@@ -318,8 +340,9 @@ def fit(
     x_valid, y_valid = to_model_frame(validation, card), validation["label"].to_numpy(dtype=np.float32)
     started = time.perf_counter()
     # QuantileDMatrix builds the histogram bins once; validation reuses the training bins.
-    dtrain = xgb.QuantileDMatrix(x_train, label=y_train, enable_categorical=True)
-    dvalid = xgb.QuantileDMatrix(x_valid, label=y_valid, enable_categorical=True, ref=dtrain)
+    nthread = params.get("nthread")
+    dtrain = xgb.QuantileDMatrix(x_train, label=y_train, enable_categorical=True, nthread=nthread)
+    dvalid = xgb.QuantileDMatrix(x_valid, label=y_valid, enable_categorical=True, ref=dtrain, nthread=nthread)
     booster = xgb.train(
         params,
         dtrain,

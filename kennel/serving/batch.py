@@ -105,7 +105,7 @@ class BatchScorer:
     @classmethod
     def for_model(cls, model_dir: str | Path) -> BatchScorer:
         """The model folder's scorer, loaded once per process (a Spark Python worker is reused across tasks).
-        The model library predicts on one thread (kennel.model.threads.PREDICTION_THREADS): Spark already
+        The model library predicts on one thread inside a Spark task (kennel.model.threads): Spark already
         runs one task per core."""
         key = str(model_dir)
         scorer = _SCORERS.get(key)

@@ -14,36 +14,65 @@ if TYPE_CHECKING:
     from kennel.privacy import Redactor
 
 
-def roc_auc(y: np.ndarray, s: np.ndarray) -> float | None:
-    """ROC-AUC, or None when the rows hold only one label value (it is undefined then)."""
-    from sklearn.metrics import roc_auc_score
+def _counts_by_score(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positives and negatives per distinct score, highest score first (equal scores form one group,
+    so ties count as scikit-learn counts them)."""
+    order = np.argsort(-s, kind="stable")
+    s_sorted, y_sorted = s[order], np.asarray(y, dtype=np.float64)[order]
+    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
+    positives = np.add.reduceat(y_sorted, starts)
+    return positives, np.diff(np.r_[starts, len(s)]) - positives
 
-    return float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else None
+
+def roc_auc(y: np.ndarray, s: np.ndarray) -> float | None:
+    """ROC-AUC (= scikit-learn's roc_auc_score), or None when the rows hold only one label value (it is
+    undefined then). Labels are 0/1."""
+    if len(y) == 0:
+        return None
+    positives, negatives = _counts_by_score(y, s)
+    total_pos, total_neg = positives.sum(), negatives.sum()
+    if total_pos == 0 or total_neg == 0:
+        return None
+    negatives_below = total_neg - np.cumsum(negatives)  # negatives scored strictly lower
+    return float((positives * (negatives_below + 0.5 * negatives)).sum() / (total_pos * total_neg))
+
+
+def average_precision(y: np.ndarray, s: np.ndarray) -> float | None:
+    """Area under the precision-recall curve as scikit-learn's average_precision_score computes it
+    (precision at each distinct score, weighted by the recall it adds); None without both label values."""
+    if len(y) == 0:
+        return None
+    positives, negatives = _counts_by_score(y, s)
+    total_pos = positives.sum()
+    if total_pos == 0 or negatives.sum() == 0:
+        return None
+    tp, fp = np.cumsum(positives), np.cumsum(negatives)
+    return float((positives * tp / (tp + fp)).sum() / total_pos)
 
 
 def log_loss(y: np.ndarray, s: np.ndarray) -> float | None:
-    from sklearn.metrics import log_loss as sk_log_loss
-
-    return float(sk_log_loss(y, np.clip(s, 1e-7, 1 - 1e-7), labels=[0, 1])) if len(y) else None
+    """Mean binary cross-entropy of the scores (clipped to [1e-7, 1 - 1e-7]), or None without rows."""
+    if not len(y):
+        return None
+    p = np.clip(np.asarray(s, dtype=np.float64), 1e-7, 1 - 1e-7)
+    y = np.asarray(y, dtype=np.float64)
+    return float(-(y * np.log(p) + (1.0 - y) * np.log1p(-p)).mean())
 
 
 def classification_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float | None]:
-    from sklearn.metrics import average_precision_score, brier_score_loss
-
     y = y.astype(int)
     pred = scores >= threshold
     tp = int(((pred == 1) & (y == 1)).sum())
     fp = int(((pred == 1) & (y == 0)).sum())
     fn = int(((pred == 0) & (y == 1)).sum())
     tn = int(((pred == 0) & (y == 0)).sum())
-    both = len(np.unique(y)) == 2
     return {
         "rows": int(len(y)),
         "positive_rate": float(y.mean()) if len(y) else None,
         "roc_auc": roc_auc(y, scores),
-        "pr_auc": float(average_precision_score(y, scores)) if both else None,
+        "pr_auc": average_precision(y, scores),
         "log_loss": log_loss(y, scores),
-        "brier": float(brier_score_loss(y, scores)) if len(y) else None,
+        "brier": float(np.mean((np.asarray(scores, dtype=np.float64) - y) ** 2)) if len(y) else None,
         "threshold": float(threshold),
         "precision": tp / (tp + fp) if tp + fp else None,
         "recall": tp / (tp + fn) if tp + fn else None,
