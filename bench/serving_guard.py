@@ -28,8 +28,8 @@ The model is the demo spec's, trained like bench/serving.py trains it, with the 
 card as the `model` asset records them (so out-of-distribution flags are computed as in production).
 Helpers for training, Bentos, servers, ports and wrk come from bench/serving.py.
 
---write replaces the "Serving guard" section of BENCHMARKS.md; results are also printed and saved as
-JSON under .kennel/bench/serving-guard-<time>.json.
+--write replaces the "Serving guard" section of BENCHMARKS.md (bench.common.write_section("serving-guard"));
+results are also printed and saved by bench.common.save_results (.kennel/bench/serving-guard-latest.json).
 """
 
 from __future__ import annotations
@@ -46,23 +46,31 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import (  # noqa: E402
+    Goal,
+    Results,
+    conditions_line,
+    goals_table,
+    load_average,
+    save_results,
+    spread,
+    write_section,
+)
 from bench.serving import (  # noqa: E402
     Server,
-    _cpu_model,
     _wrk_version,
     free_port,
     lua_script,
     request_records,
     start_server,
     train_demo_model,
-    write_section,
     wrk,
 )
 
@@ -77,7 +85,6 @@ SINGLE_POOL = 1_000
 FLUSH_S = 5
 ARROW = "application/vnd.apache.arrow.stream"
 JSON = "application/json"
-SECTION_BEGIN, SECTION_END = "<!-- serving-guard:begin -->", "<!-- serving-guard:end -->"
 AFTER_SECTION = "<!-- serving:end -->"  # the new section goes after the Serving one
 
 
@@ -305,6 +312,37 @@ def before_tree(commit: str) -> tuple[Path, bool]:
     return BEFORE_TREE, True
 
 
+# Run in the worktree of BEFORE_COMMIT, with its code: the demo spec as that commit renders it, the card's
+# spec fingerprint made that spec's, and the checksums rewritten (the booster and card values unchanged).
+_AS_BEFORE = """
+import json, sys
+from pathlib import Path
+from kennel.model import CARD_FILE, SPEC_FILE
+from kennel.model.booster import write_checksums
+from kennel.spec import load_spec
+folder, spec = Path(sys.argv[1]), load_spec(Path("datasets/credit_demo.yaml"))
+(folder / SPEC_FILE).write_text(spec.resolved_yaml())
+card = json.loads((folder / CARD_FILE).read_text())
+card["spec_fingerprint"] = spec.fingerprint()
+(folder / CARD_FILE).write_text(json.dumps(card))
+write_checksums(folder)
+"""
+
+
+def model_for_before(model_dir: Path, tree: Path) -> str:
+    """The model stored once more, for B: specs gained fields after BEFORE_COMMIT that its spec code
+    refuses, so the stored copy is rewritten by that commit's code (see _AS_BEFORE). Returns its tag."""
+    import bentoml
+
+    from kennel.serving.model_store import save_model
+
+    tag = save_model(model_dir, name="kennel-credit-demo", labels={}, metadata={})
+    folder = bentoml.models.get(tag).path
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    subprocess.run([sys.executable, "-c", _AS_BEFORE, folder], cwd=tree, env=env, check=True)
+    return tag
+
+
 def _git(*args: str) -> str:
     return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout.strip()
 
@@ -330,11 +368,6 @@ def _ms(us: float) -> str:
     return f"{us / 1000:.2f}"
 
 
-def _spread(values: list[float], scale: float = 1.0, digits: int = 0) -> str:
-    median, low, high = (x / scale for x in (statistics.median(values), min(values), max(values)))
-    return f"{median:,.{digits}f} ({low:,.{digits}f}–{high:,.{digits}f})"
-
-
 def _hostile_cpu(run: dict[str, Any], alone: list[dict[str, Any]]) -> tuple[float, float]:
     """(server CPU, screening child CPU) per hostile body of a run: the single records' share taken out
     at their median CPU per request alone."""
@@ -356,7 +389,32 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     return {"alone_p99_us": alone_p99, "p99_ratio": p99_ratio, "cpu_ratio": cpu}
 
 
-def report(results: dict[str, Any]) -> str:
+def goals_of(results: dict[str, Any], quick: bool) -> list[Goal]:
+    """The guard's goals: single-record p99 under hostile bodies, and CPU per request against before."""
+    summary = results["summary"]
+    worst = max(summary["p99_ratio"], key=lambda kind: summary["p99_ratio"][kind])
+    goals = [
+        Goal(
+            name="serving guard: single-record p99 under hostile bodies / alone, c=1",
+            target="<= 2x",
+            measured=f"{summary['p99_ratio'][worst]:.2f}x at worst ({worst})",
+            met=None if quick else summary["p99_ratio"][worst] <= 2,
+        )
+    ]
+    for scenario, label in (("single", "single record"), ("batch", f"{BATCH_ROWS:,}-row /predict_batch")):
+        ratio = summary["cpu_ratio"][scenario]
+        goals.append(
+            Goal(
+                name=f"serving guard: server CPU per request after / before the guards, {label}",
+                target="<= 1.05x",
+                measured=f"{ratio:.2f}x",
+                met=None if quick else ratio <= 1.05,
+            )
+        )
+    return goals
+
+
+def report(results: dict[str, Any], bench_run: Results) -> str:
     """The BENCHMARKS.md section for one run."""
     env, settings, summary = results["environment"], results["settings"], results["summary"]
     part1, bodies = results["latency"], results["bodies"]
@@ -364,11 +422,12 @@ def report(results: dict[str, Any]) -> str:
     lines = [
         "## Serving guard (bench/serving_guard.py)",
         "",
-        f"Run {results['started']} on {env['cpu']} ({env['cores']} cores, shared with other sessions' work: "
-        f"load average {env['load_before']} before, {env['load_after']} after; 1-minute load during the "
-        f"measurements {min(env['load1_during']):.1f}–{max(env['load1_during']):.1f}), Python {env['python']}, "
-        f"bentoml {env['bentoml']}, {env['wrk']}. "
-        f"`{results['command']}`.",
+        conditions_line(bench_run),
+        "",
+        goals_table(bench_run.goals),
+        "",
+        f"1-minute load during the measurements {min(env['load1_during']):.1f}–{max(env['load1_during']):.1f}; "
+        f"bentoml {env['bentoml']}, {env['wrk']}.",
         f"Model: the demo spec's ({results['model']['trees']} trees, {results['model']['features']} features, "
         f"training ranges on its card), nthread=1. Servers: `bentoml serve`, 1 worker, prediction log on "
         f"(flushed every {settings['flush_s']} s), KENNEL_MAX_REQUEST_BYTES={MAX_REQUEST_BYTES:,} for the run. "
@@ -438,8 +497,8 @@ def report(results: dict[str, Any]) -> str:
         digits = 0 if unit == "µs" else 1
         lines.append(
             f"| {label}: server CPU per request, {unit} | "
-            f"{_spread([r['server_cpu_us_per_request'] for r in a], scale, digits)} | "
-            f"{_spread([r['server_cpu_us_per_request'] for r in b], scale, digits)} | "
+            f"{spread([r['server_cpu_us_per_request'] / scale for r in a], digits)} | "
+            f"{spread([r['server_cpu_us_per_request'] / scale for r in b], digits)} | "
             f"{summary['cpu_ratio'][scenario]:.2f}x | <= 1.05x |"
         )
         screen = [r["screen_cpu_s"] / max(r["requests"], 1) * 1e6 / scale for r in a]
@@ -447,8 +506,8 @@ def report(results: dict[str, Any]) -> str:
             f"| {label}: of which A's screening child, {unit} | {statistics.median(screen):,.{digits}f} | – | | |"
         )
         lines.append(
-            f"| {label}: req/s | {_spread([r['rps'] for r in a], digits=0)} | "
-            f"{_spread([r['rps'] for r in b], digits=0)} | "
+            f"| {label}: req/s | {spread([r['rps'] for r in a], digits=0)} | "
+            f"{spread([r['rps'] for r in b], digits=0)} | "
             f"{statistics.median(r['rps'] for r in a) / statistics.median(r['rps'] for r in b):.2f}x | reported |"
         )
     lines += [
@@ -458,7 +517,7 @@ def report(results: dict[str, Any]) -> str:
         "Bodies over the guard's inline limit (64 KiB; a 1,000-row batch is about "
         f"{results['batch_body_bytes'] / 1024:,.0f} KiB) are validated twice by design: once in the "
         "screening child, then again by the worker (the screen's verdict is not handed over), which the "
-        "child's share above shows. Raw figures: `.kennel/bench/serving-guard-<time>.json`.",
+        "child's share above shows. Raw figures: `.kennel/bench/serving-guard-latest.json`.",
     ]
     return "\n".join(lines)
 
@@ -480,16 +539,14 @@ def main(argv: list[str] | None = None) -> int:
         args.duration, args.warmup, args.days = 3, 1, 4
     if not shutil.which("wrk"):
         parser.error("wrk is not installed (apt-get install wrk)")
-    command = "bench/serving_guard.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    bench_run = Results(name="serving-guard", quick=args.quick)
 
     work = Path(tempfile.mkdtemp(prefix="kennel-bench-guard-"))
     os.environ.update({"BENTOML_HOME": str(work / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"})
     servers: list[Server] = []
     tree, made_tree = before_tree(BEFORE_COMMIT)
     try:
-        started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
-        print(f"load average {load_before}; training the demo model …", flush=True)
+        print(f"load average {' '.join(map(str, bench_run.load_before))}; training the demo model …", flush=True)
         spec, train_result, model_dir = train_model(work, args.days, args.rows_per_day)
 
         from kennel.lake import Lake
@@ -582,7 +639,12 @@ def main(argv: list[str] | None = None) -> int:
                 "--port",
                 str(port_b),
             ],
-            {**env, "PYTHONPATH": str(tree), "KENNEL_MODEL_TAG": model_tag, "KENNEL_LAKE_ROOT": str(lake_b.root)},
+            {
+                **env,
+                "PYTHONPATH": str(tree),
+                "KENNEL_MODEL_TAG": model_for_before(model_dir, tree),
+                "KENNEL_LAKE_ROOT": str(lake_b.root),
+            },
             work / "b.log",
             port_b,
         )
@@ -604,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"errors {run['status_errors']}/{run['socket_errors']}  load {run['load1']}",
                         flush=True,
                     )
-        load_after = " ".join(f"{x:.1f}" for x in os.getloadavg())
+        bench_run.load_after = load_average()
         for server in servers:
             server.stop()
         servers.clear()
@@ -612,17 +674,10 @@ def main(argv: list[str] | None = None) -> int:
         import bentoml
 
         results: dict[str, Any] = {
-            "started": started,
             "head": _head(),
-            "command": f".venv/bin/python {command.strip()}",
             "environment": {
-                "cpu": _cpu_model(),
-                "cores": os.cpu_count(),
-                "python": sys.version.split()[0],
                 "bentoml": bentoml.__version__,
                 "wrk": _wrk_version(),
-                "load_before": load_before,
-                "load_after": load_after,
                 "load1_during": load1_during,
             },
             "settings": {
@@ -648,14 +703,13 @@ def main(argv: list[str] | None = None) -> int:
             "cpu": cpu_runs,
         }
         results["summary"] = summarise(results)
-        text = report(results)
+        bench_run.goals = goals_of(results, args.quick)
+        bench_run.raw = results
+        text = report(results, bench_run)
         print("\n" + text)
-        out = ROOT / ".kennel" / "bench" / f"serving-guard-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2))
-        print(f"\nraw figures: {out}")
+        print(f"\nraw figures: {save_results(bench_run)}")
         if args.write:
-            write_section(text, SECTION_BEGIN, SECTION_END, after=AFTER_SECTION)
+            write_section("serving-guard", text, after=AFTER_SECTION)
             print("wrote the Serving guard section of BENCHMARKS.md")
         return 0
     finally:

@@ -42,6 +42,29 @@ def test_ids_are_unique_and_all_recognised(ids: RequestIds) -> None:
     assert all(ids.was_issued(rid) for rid in issued)
 
 
+def test_ids_signed_ahead_are_unique_valid_and_issued_once_across_threads(ids: RequestIds) -> None:
+    """keep_ready: ids come from the pool while it holds enough, are signed on the spot beyond it, and
+    no id is handed out twice while requests on several threads take them and the pool refills."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids.keep_ready(2_000)
+    try:
+        deadline = time.monotonic() + 30
+        while len(ids._ready) < 2_000:  # the pool's thread filling it: a condition, not a fixed wait
+            assert time.monotonic() < deadline, "the pool never filled"
+            time.sleep(0.01)
+        with ThreadPoolExecutor(4) as pool:
+            batches = list(pool.map(ids.issue, [997] * 10 + [1] * 200 + [5_000]))
+    finally:
+        ids.close()
+    issued = [rid for batch in batches for rid in batch]
+    assert [len(b) for b in batches] == [997] * 10 + [1] * 200 + [5_000]
+    assert len(set(issued)) == len(issued) == 10 * 997 + 200 + 5_000
+    assert all(ID.match(rid) and ids.was_issued(rid) for rid in issued)
+    assert ids._pool_thread is not None and not ids._pool_thread.is_alive()
+    assert not RequestIds(os.urandom(KEY_BYTES)).was_issued(issued[0])
+
+
 def test_ids_not_issued_with_the_key_are_refused(ids: RequestIds) -> None:
     issued = ids.issue(1)[0]
     assert not any(ids.was_issued(os.urandom(16).hex()) for _ in range(10_000))  # random, and the old format

@@ -16,7 +16,7 @@ feedback row: request_id, actual_label (1 = the spec's positive label value), fe
 The day folder is the UTC day of predicted_at / feedback_at.
 
 The service appends to a `PredictionLog` and a `FeedbackLog` on the request path (a list append);
-a background thread per log converts the rows to Arrow every second and writes them every
+a background thread per log converts the rows to Arrow every 0.2 s and writes them every
 `flush_interval_s` seconds, sooner when `max_buffer_rows` are waiting, and once more on close (the
 service's shutdown hook). A process killed without shutdown loses at most what one interval
 buffered. The feedback log keeps only outcomes for ids the service issued (kennel.serving.request_ids).
@@ -356,8 +356,11 @@ class PredictionLog(_BufferedLog[_Chunk]):
         threshold: float,
         flush_interval_s: float = 60.0,
         max_buffer_rows: int = 100_000,
-        compact_interval_s: float = 1.0,
+        compact_interval_s: float = 0.2,
     ) -> None:
+        # Converting often keeps each conversion's hold on the interpreter lock short, and lets the
+        # appended rows (Python objects) die before the garbage collector promotes them to the old
+        # generation, whose full passes were the longest stalls of the request path.
         categorical = [f.name for f in spec.features if f.type is FeatureType.categorical]
         super().__init__(
             lake.predictions_dir(),
