@@ -324,13 +324,15 @@ def clean_and_validate(
     pyspark: LazyPySparkResource,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     from kennel.ingestion.cleaning import PART_FILE, clean_partition
-    from kennel.ingestion.quality import build_record, trailing_rows
+    from kennel.ingestion.quality import TrailingRows, build_record
     from kennel.ingestion.validation import validate_dataframe
 
     spark = pyspark.spark_session
     data = lake.dataset(spec.name)
     # The run's own staging folder: a killed run leaves only this behind, never a visible partition.
     staging = lake.local.staging() / context.run_id
+    # Read once: a backfill of N days reads the quality records once, not once per day.
+    trailing = TrailingRows(data)
     records = []
     for day in sorted(context.partition_keys):
         raw_dir = data.raw_dir(day)
@@ -347,12 +349,13 @@ def clean_and_validate(
             clean.unpersist()
         outputs = {"clean": data.digest(clean_dir / PART_FILE), "quarantine": data.digest(quarantine_dir / PART_FILE)}
         record = build_record(
-            spec, result, groups, run_id=context.run_id, trailing=trailing_rows(data, day), outputs=outputs
+            spec, result, groups, run_id=context.run_id, trailing=trailing.before(day), outputs=outputs
         )
         # Data first, the quality record last: a record only ever names files that are in place.
         lake.publish_file(clean_dir / PART_FILE)
         lake.publish_file(quarantine_dir / PART_FILE)
         lake.publish_file(data.publish_day(record))
+        trailing.add(record)
         records.append(record)
         context.log.info(
             f"{day}: {result.rows_in} in, {result.rows_clean} clean, {result.rows_quarantined} quarantined "

@@ -113,3 +113,31 @@ def test_concurrent_publishers_of_one_day_leave_one_consistent_version(tmp_path)
     assert len(pd.read_parquet(data.published(DAY, "quarantine"))) == winner
     assert [p.name for p in data.clean_dir(DAY).iterdir()] == [f"v-{record.run_id}"]
     assert Path(data.published(DAY)).parent.name == f"v-{record.run_id}"
+
+
+def test_trailing_rows_read_once_agree_with_the_records_as_a_run_adds_days(tmp_path):
+    """A backfill reads the quality records once (TrailingRows) and counts each day it records: every
+    day's trailing mean equals the one computed afresh from the records on disk at that point, gaps,
+    a rewritten day and a day older than every record included."""
+    from kennel.ingestion.quality import TRAILING_DAYS, TrailingRows
+
+    data = Lake(tmp_path).dataset(DATASET)
+
+    def record(day: str, rows: int) -> QualityRecord:
+        return _write_version(Lake(tmp_path), f"r{rows}", 1).model_copy(update={"day": day, "rows_clean": rows})
+
+    def afresh(day: str) -> tuple[float | None, int]:
+        before = [r.rows_clean for r in data.quality_records() if r.day < day][-TRAILING_DAYS:]
+        return (sum(before) / len(before) if before else None), len(before)
+
+    for day, rows in (("2026-01-02", 10), ("2026-01-03", 30), ("2026-01-09", 50)):
+        data.write_quality(record(day, rows))
+    trailing = TrailingRows(data)
+    run = [("2026-01-01", 7), ("2026-01-03", 90), *((f"2026-01-{d:02d}", 100 * d) for d in range(4, 20, 2))]
+    for day, rows in run:
+        assert trailing.before(day) == afresh(day), day
+        new = record(day, rows)
+        data.write_quality(new)
+        trailing.add(new)
+    assert trailing.before("2026-02-01") == afresh("2026-02-01") and afresh("2026-02-01")[1] == TRAILING_DAYS
+    assert TrailingRows(data).before("2026-01-01") == (None, 0)

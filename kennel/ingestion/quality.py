@@ -9,6 +9,7 @@ clean rows that is labelled (the quarantine rate counts defects only: an unlabel
 
 from __future__ import annotations
 
+import bisect
 from datetime import UTC, datetime
 
 from kennel.ingestion.cleaning import CleaningResult
@@ -20,10 +21,25 @@ from kennel.spec import DatasetSpec
 TRAILING_DAYS = 7
 
 
-def trailing_rows(lake: DatasetLake, day: str, days: int = TRAILING_DAYS) -> tuple[float | None, int]:
-    """Mean clean rows of up to `days` recorded days before `day`, and how many days that mean covers."""
-    before = [r.rows_clean for r in lake.quality_records() if r.day < day][-days:]
-    return (sum(before) / len(before) if before else None), len(before)
+class TrailingRows:
+    """The recorded days' clean row counts, read once when a run starts and kept current as the run records
+    its days (oldest first): a backfill of N days reads N records, not N records for each of its N days."""
+
+    def __init__(self, lake: DatasetLake):
+        self._rows = {r.day: r.rows_clean for r in lake.quality_records()}
+        self._days = sorted(self._rows)
+
+    def before(self, day: str, days: int = TRAILING_DAYS) -> tuple[float | None, int]:
+        """Mean clean rows of up to `days` recorded days before `day`, and how many days that mean covers."""
+        earlier = self._days[: bisect.bisect_left(self._days, day)][-days:]
+        rows = [self._rows[d] for d in earlier]
+        return (sum(rows) / len(rows) if rows else None), len(rows)
+
+    def add(self, record: QualityRecord) -> None:
+        """Count a day the run has just recorded (replacing what an earlier run recorded for it)."""
+        if record.day not in self._rows:
+            bisect.insort(self._days, record.day)
+        self._rows[record.day] = record.rows_clean
 
 
 def build_record(
