@@ -141,3 +141,22 @@ def test_trailing_rows_read_once_agree_with_the_records_as_a_run_adds_days(tmp_p
         trailing.add(new)
     assert trailing.before("2026-02-01") == afresh("2026-02-01") and afresh("2026-02-01")[1] == TRAILING_DAYS
     assert TrailingRows(data).before("2026-01-01") == (None, 0)
+
+
+def test_day_records_parsed_once_are_read_again_whenever_a_file_changes(tmp_path):
+    """Quality records are parsed once per content (a sensor tick reads every day's): a record rewritten
+    in place, with the same size, or replaced by rename is read anew; an unchanged one is not parsed again."""
+    data = Lake(tmp_path).dataset(DATASET)
+    first = _write_version(Lake(tmp_path), "aaaa", 1)
+    data.write_quality(first)
+    (read,) = data.quality_records()
+    assert read == first
+    (again,) = data.quality_records()
+    assert again is read  # unchanged bytes: the record parsed before
+    path = data.quality_path(DAY)
+    same_size = path.read_text().replace('"run_id": "aaaa"', '"run_id": "bbbb"')
+    path.write_text(same_size)  # in place, same size, within the file system's timestamp granularity
+    (changed,) = data.quality_records()
+    assert changed.run_id == "bbbb"
+    data.write_quality(first.model_copy(update={"rows_clean": 7}))  # by rename, as the lake writes
+    assert [r.rows_clean for r in data.quality_records()] == [7]
