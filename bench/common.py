@@ -1,5 +1,6 @@
 """What every benchmark shares: machine facts, load averages, a background load the benchmark creates
-itself, goals with their verdicts, the results file `make bench` collects, and BENCHMARKS.md sections.
+itself, the peak memory of a process tree over time and a Dagster run's step times, goals with their
+verdicts, the results file `make bench` collects, and BENCHMARKS.md sections.
 
 A benchmark script:
 - takes `--quick` (small sizes, seconds to a few minutes, asserting nothing about speed: CI runs it so
@@ -21,12 +22,18 @@ import re
 import shlex
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 ROOT = Path(__file__).resolve().parent.parent
 # Where sections are written: BENCHMARKS.md, or (quick mode, `bench/run.py --quick`) a copy under
@@ -114,6 +121,69 @@ def background_load(processes: int = 2) -> Iterator[None]:
             if worker.is_alive():
                 worker.kill()
                 worker.join()
+
+
+# --- measuring a run -----------------------------------------------------------------------------
+
+
+class RssTimeline:
+    """Resident memory of this process and its children (Spark's JVM, dbt's subprocesses), summed, sampled
+    every `interval` seconds by a thread while the block runs. The child list is refreshed once a second:
+    listing children scans /proc, too dear for every sample. At least one sample is taken, however short
+    the block."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []  # (time.time(), MiB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        tree, listed = [me], 0.0
+        while True:
+            if time.monotonic() - listed > 1.0:
+                with contextlib.suppress(psutil.Error):
+                    tree, listed = [me, *me.children(recursive=True)], time.monotonic()
+            total = 0
+            for proc in tree:
+                with contextlib.suppress(psutil.Error):
+                    total += proc.memory_info().rss
+            self.samples.append((time.time(), total / 2**20))
+            if self._stop.wait(self.interval):
+                return
+
+    def peak(self, start: float = float("-inf"), end: float = float("inf")) -> float | None:
+        """The highest sample taken between `start` and `end` (time.time() values; default: all of them),
+        in MiB; None where no sample fell inside."""
+        inside = [mib for t, mib in self.samples if start <= t <= end]
+        return max(inside) if inside else None
+
+    def __enter__(self) -> RssTimeline:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def step_intervals(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[float, float]]:
+    """Each step's (start, end) times (time.time() values) from its STEP_START and STEP_SUCCESS or
+    STEP_FAILURE events in the run's event log."""
+    import dagster as dg
+
+    started: dict[str, float] = {}
+    intervals: dict[str, tuple[float, float]] = {}
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            started[event.step_key] = record.timestamp
+        elif event.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
+            intervals[event.step_key] = (started[event.step_key], record.timestamp)
+    return intervals
 
 
 # --- figures ------------------------------------------------------------------------------------
