@@ -637,7 +637,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for benchmark in chosen:
         if benchmark.venv is None:
             continue
-        if args.quick:
+        if args.quick and benchmark.venv.python.exists():
+            line = f"{benchmark.venv.library}: {benchmark.venv.path.relative_to(ROOT)} present, the comparison runs"
+        elif args.quick:
             line = (
                 f"{benchmark.venv.library}: the comparison's virtualenv ({benchmark.venv.path.relative_to(ROOT)}) "
                 "is not built in quick mode; `make bench` builds it"
