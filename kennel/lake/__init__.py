@@ -192,12 +192,12 @@ def read_record[R: BaseModel](path: Path, model: type[R]) -> R | None:
 
 class _ParsedDayRecords:
     """Per-day record files, parsed once per content. A sensor tick reads every day's quality and
-    monitoring records (three years: ~3,300 files, ~0.4 s of CPU to parse), and between two ticks almost
+    monitoring records (up to four a day: ~4,400 files over three years), and between two ticks almost
     none changes: reading the bytes again is cheap, validating them is not. A file whose bytes are those
     parsed before gives the same record (records are frozen, so it is shared); file metadata would not do
     (an inode is reused, timestamps are coarse). Bounded: past `limit` entries the cache starts over."""
 
-    def __init__(self, limit: int = 20_000):  # six years of a data set's three kinds of daily records
+    def __init__(self, limit: int = 20_000):  # three years of a data set's four kinds of daily records, and more
         self.limit = limit
         self._parsed: dict[tuple[str, type[BaseModel]], tuple[bytes, BaseModel]] = {}
 
