@@ -251,14 +251,17 @@ def train(
         return train_model(base_card, train_rows, validation, cfg)
 
     trained, result, trials = search_hyperparameters(train_once, settings)
-    card = ModelCard.for_spec(
-        spec,
-        threshold=result.threshold,
-        params=result.params,
-        run_id=context.run_id,
-        data_partitions=partitions,
-        model_version=context.run_id[:8],
-        training=train_rows,  # what each feature looked like: serving flags inputs outside it
+    # The base card already holds what each feature looked like in training (serving flags inputs outside
+    # it): the trained model's card adds its provenance, validated, without reading the rows again.
+    card = ModelCard.model_validate(
+        {
+            **base_card.model_dump(),
+            "threshold": result.threshold,
+            "params": result.params,
+            "run_id": context.run_id,
+            "data_partitions": partitions,
+            "model_version": context.run_id[:8],
+        }
     )
     model = Model(trained.booster, card)
     # The folder is assembled in staging and moved into place whole: a model folder is complete or absent.

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from kennel.model import Model, ModelCard, booster_params, fit
+from kennel.monitoring import profile as reference_profile
 from kennel.monitoring.attribution import (
     ATTRIBUTION_FILE,
     TOP_FEATURES,
@@ -89,6 +90,30 @@ def test_the_profile_is_the_same_for_the_same_rows_in_any_order(model, train, pr
     shuffled = train.sample(frac=1.0, random_state=7).set_index(np.arange(len(train)) * 3)
     assert build_attribution_profile(model, shuffled) == profile
     assert build_attribution_profile(model, train, seed=1) != profile
+
+
+def test_a_long_training_window_is_profiled_from_a_sample_that_ignores_row_order(
+    spec, model, train, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(reference_profile, "REFERENCE_MAX_ROWS", 1500)
+    validation = labelled_rows(spec, date(2026, 1, 2), 1000, 2)
+    # Every row twice, the copy with another gender: rows the model cannot tell apart, which the sample
+    # must still choose by their values, not by where they sit.
+    rotated = {"female": "male", "male": "nonbinary", "nonbinary": "female"}
+    flipped = train.assign(gender=train["gender"].map(rotated).fillna(train["gender"]))
+    window = pd.concat([train, flipped], ignore_index=True)
+    shuffled = window.sample(frac=1.0, random_state=3).set_index(np.arange(len(window)) * 7)
+    profiles = []
+    for name, rows in (("in order", window), ("shuffled", shuffled)):
+        (tmp_path / name).mkdir()
+        reference_profile.save_monitoring_reference(spec, model, rows, validation, tmp_path / name)
+        profiles.append(reference_profile.load_reference(tmp_path / name))
+        assert load_attribution_profile(tmp_path / name) == load_attribution_profile(tmp_path / "in order")
+    assert profiles[0] == profiles[1]
+    assert profiles[0].rows == 1500
+    # A sample, not the first rows: both genders' shares are those of the whole window, within sampling error.
+    for value, share in profiles[0].categorical["gender"].shares.items():
+        assert share == pytest.approx((window["gender"].astype(str) == value).mean(), abs=0.05)
 
 
 def test_the_profile_round_trips_through_json(profile, tmp_path):

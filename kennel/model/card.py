@@ -11,6 +11,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from kennel.spec import OTHER_CATEGORY, DatasetSpec, Feature, FeatureType
@@ -80,14 +81,17 @@ class ModelCard(BaseModel):
         features = []
         for feat in self.features:
             column = frame[feat.name]
-            present = column.dropna()
             if feat.type is FeatureType.categorical:
-                occurred = set(present.astype(str))
+                # The model frame holds a categorical over the card's list: which codes occur says which
+                # categories training saw, without turning a million values into text.
+                codes = column.cat.codes.to_numpy()
+                occurred = np.bincount(codes[codes >= 0], minlength=len(feat.categories or ())) > 0
                 seen = SeenInTraining(
-                    nulls=bool(column.isna().any()),
-                    categories=tuple(c for c in feat.categories or () if c in occurred),
+                    nulls=bool((codes < 0).any()),
+                    categories=tuple(c for c, hit in zip(feat.categories or (), occurred, strict=False) if hit),
                 )
             else:
+                present = column.dropna()
                 low = high = None
                 if len(present):
                     low, high = float(present.min()), float(present.max())

@@ -45,6 +45,8 @@ from kennel.lake import write_atomically
 from kennel.model.frame import to_model_frame
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from kennel.model.booster import Model
 
 ATTRIBUTION_FILE = "attribution_profile.json"
@@ -96,10 +98,14 @@ def load_attribution_profile(model_dir: str | Path) -> AttributionProfile:
     return AttributionProfile.from_json((Path(model_dir) / ATTRIBUTION_FILE).read_text())
 
 
-def canonical_sample(model: Model, frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+def canonical_sample(
+    model: Model, frame: pd.DataFrame, max_rows: int, seed: int, *, tie_breakers: Sequence[str] = ()
+) -> pd.DataFrame:
     """At most `max_rows` rows of `frame`, chosen by a seeded permutation over a canonical order of the
     rows' values as the model reads them (its model frame), and returned in that order: neither the frame's
-    row order nor its index changes which rows are chosen or the order they are explained in."""
+    row order nor its index changes which rows are chosen or the order they are explained in.
+    `tie_breakers`: columns the model does not read that the caller uses too (rows equal to the model but
+    not in these would otherwise be chosen by their position), ordered by their values as text."""
     model_frame = to_model_frame(frame, model.card)
     # Categories by their code in the card's list (missing: -1); numbers as they are (NaN sorts last).
     keys = [
@@ -107,6 +113,11 @@ def canonical_sample(model: Model, frame: pd.DataFrame, max_rows: int, seed: int
         if isinstance(column.dtype, pd.CategoricalDtype)
         else column.to_numpy(dtype=np.float64)
         for _, column in model_frame.items()
+    ]
+    keys += [
+        pd.factorize(frame[name].astype("string"), sort=True)[0].astype(np.float64)
+        for name in tie_breakers
+        if name not in model_frame
     ]
     # lexsort sorts by its last key first: the first feature leads, ties broken by the next ones; rows
     # that tie on every key are identical to the model, so their relative order cannot change the result.
