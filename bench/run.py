@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,8 +120,8 @@ BENCHMARKS: tuple[Benchmark, ...] = (
 @dataclass(frozen=True)
 class ScriptRun:
     """What happened to one benchmark in this run. `status`: "ran" (exit 0), "failed" (missing, a
-    missing prerequisite, non-zero exit, timeout) or "skipped" (left out on purpose: --only/--skip, no
-    GPU), which is not a failure."""
+    missing prerequisite, non-zero exit, timeout), "skipped" (left out on purpose: --only/--skip, no
+    GPU), which is not a failure, or "pending" (still to run when the summary was written)."""
 
     name: str
     status: str
@@ -142,6 +142,7 @@ class RunInfo:
     load_after: list[float]
     command: str
     prerequisites: tuple[str, ...]  # one line each: what was found, installed, built or skipped
+    complete: bool = True  # False while scripts are still to run: the summary is rewritten after each
 
 
 # --- prerequisites ------------------------------------------------------------------------------
@@ -342,10 +343,13 @@ def run_benchmarks(
     has_gpu: bool,
     wrk_present: bool,
     wrk_problem: str,
+    after_each: Callable[[list[ScriptRun]], None] | None = None,
 ) -> list[ScriptRun]:
-    runs = []
+    """`after_each` gets the runs so far, the scripts still to run as "pending", after every script: an
+    hours-long run stopped midway still leaves a summary of what it measured."""
+    runs: list[ScriptRun] = []
     chosen = [b for b in benchmarks if b.name in selected]
-    for benchmark in benchmarks:
+    for index, benchmark in enumerate(benchmarks):
         if benchmark.name not in selected:
             runs.append(ScriptRun(benchmark.name, "skipped", detail="left out of this run (--only/--skip)"))
             continue
@@ -368,6 +372,13 @@ def run_benchmarks(
         if run.status == "failed" and run.log is not None:
             tail = run.log.read_text(errors="replace").splitlines()[-20:]
             print("\n".join(f"    | {line}" for line in tail), flush=True)
+        if after_each is not None:
+            pending = [
+                ScriptRun(later.name, "pending", display(later.command(quick)), "still to run")
+                for later in benchmarks[index + 1 :]
+                if later.name in selected
+            ]
+            after_each([*runs, *pending])
     return runs
 
 
@@ -501,10 +512,11 @@ def summary_section(info: RunInfo, runs: Sequence[ScriptRun], plots: Mapping[str
     machine = common.machine_facts()
     packages = ", ".join(f"{name} {version}" for name, version in machine["packages"].items())
     took = (info.finished - info.started).total_seconds() / 60
+    state = "" if info.complete else ", **in progress** (this section is rewritten after every script)"
     lines = [
         "## Summary (`make bench`)",
         "",
-        f"Run {info.started:%Y-%m-%d %H:%M}–{info.finished:%H:%M} UTC ({took:.0f} min) on {machine['cpu']} "
+        f"Run {info.started:%Y-%m-%d %H:%M}–{info.finished:%H:%M} UTC ({took:.0f} min{state}) on {machine['cpu']} "
         f"({machine['usable_cores']} usable cores, {machine['memory_gib']} GiB), {machine['platform']}, "
         f"Python {machine['python']}, {packages}; load average {' '.join(map(str, info.load_before))} before "
         f"the whole run, {' '.join(map(str, info.load_after))} after"
@@ -521,7 +533,7 @@ def summary_section(info: RunInfo, runs: Sequence[ScriptRun], plots: Mapping[str
         "|---|---|---:|---|",
     ]
     for run in runs:
-        outcome = {"ran": "ran", "failed": "failed", "skipped": "not run"}[run.status]
+        outcome = {"ran": "ran", "failed": "failed", "skipped": "not run", "pending": "pending"}[run.status]
         if run.status == "ran" and not any(name in fresh for name in run.results):
             outcome = "failed: " + no_fresh_results(run)
         elif run.detail:
@@ -534,8 +546,9 @@ def summary_section(info: RunInfo, runs: Sequence[ScriptRun], plots: Mapping[str
     lines += ["", "| script | goal | target | measured | verdict | note |", "|---|---|---|---|---|---|"]
     for run in runs:
         names = [name for name in run.results if name in fresh]
-        if run.status == "skipped":
-            lines.append(f"| {run.name} | – | – | – | not run | {cell(run.detail)} |")
+        if run.status in ("skipped", "pending"):
+            verdict = "not run" if run.status == "skipped" else "pending"
+            lines.append(f"| {run.name} | – | – | – | {verdict} | {cell(run.detail)} |")
         elif run.status == "failed":
             lines.append(f"| {run.name} | – | – | – | failed | {cell(run.detail)} |")
         elif not names:
@@ -651,18 +664,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     gpus = gpu_names()
     prerequisites.append(f"GPU: {', '.join(gpus)}" if gpus else "GPU: none on this machine (nvidia-smi lists none)")
 
-    runs = run_benchmarks(BENCHMARKS, args.quick, selected, args.timeout, bool(gpus), wrk_present, wrk_line)
-    plots = draw_all(runs, started, plots_dir(args.quick))
-    info = RunInfo(
-        quick=args.quick,
-        started=started,
-        finished=datetime.now(UTC),
-        load_before=load_before,
-        load_after=common.load_average(),
-        command=display([sys.executable, __file__, *(sys.argv[1:] if argv is None else argv)]),
-        prerequisites=tuple(prerequisites),
+    command = display([sys.executable, __file__, *(sys.argv[1:] if argv is None else argv)])
+
+    def summarize(runs: Sequence[ScriptRun], *, complete: bool) -> dict[str, list[Path]]:
+        plots = draw_all(runs, started, plots_dir(args.quick))
+        info = RunInfo(
+            quick=args.quick,
+            started=started,
+            finished=datetime.now(UTC),
+            load_before=load_before,
+            load_after=common.load_average(),
+            command=command,
+            prerequisites=tuple(prerequisites),
+            complete=complete,
+        )
+        write_summary(info, runs, plots)
+        return plots
+
+    runs = run_benchmarks(
+        BENCHMARKS,
+        args.quick,
+        selected,
+        args.timeout,
+        bool(gpus),
+        wrk_present,
+        wrk_line,
+        after_each=lambda so_far: summarize(so_far, complete=False),
     )
-    write_summary(info, runs, plots)
+    plots = summarize(runs, complete=True)
     failed = failures(runs, started)
     print(f"==> Summary written to {display([str(common.BENCHMARKS_MD)])} (section `summary`)", flush=True)
     for path_list in plots.values():

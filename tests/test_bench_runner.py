@@ -218,10 +218,28 @@ def test_runner_goes_on_past_failures_and_reports_each(
     selected = {b.name for b in benchmarks} - {"left_out"}
     run_start = datetime.now(UTC)
     # The timeout must outlast a Python start on a loaded CI machine (hang.py records its child first).
+    snapshots: list[list[bench_run.ScriptRun]] = []
     runs = bench_run.run_benchmarks(
-        benchmarks, True, selected, 15.0, has_gpu=False, wrk_present=False, wrk_problem="wrk is missing"
+        benchmarks,
+        True,
+        selected,
+        15.0,
+        has_gpu=False,
+        wrk_present=False,
+        wrk_problem="wrk is missing",
+        after_each=snapshots.append,
     )
     by_name = {run.name: run for run in runs}
+    # After each script: what ran so far, and every selected script still to run as pending.
+    first = {run.name: run.status for run in snapshots[0]}
+    assert first == {name: "pending" for name in ("crash", "silent", "missing", "web", "gpu", "hang")} | {"good": "ran"}
+    assert snapshots[-1][-1].name == "hang" and "pending" not in {run.status for run in snapshots[-1]}
+    partial = bench_run.RunInfo(
+        True, run_start, datetime.now(UTC), [1.0], [1.0], "bench/run.py --quick", (), complete=False
+    )
+    partial_section = bench_run.summary_section(partial, snapshots[0], {})
+    assert "**in progress**" in partial_section
+    assert "| hang | – | – | – | pending | still to run |" in partial_section
 
     good = by_name["good"]
     assert (good.status, good.exit_code, good.results) == ("ran", 0, ("good", "good-extra"))
