@@ -73,6 +73,21 @@ def memory_gib() -> float:
     return 0.0
 
 
+def code_commit() -> str:
+    """The checkout's commit, "+changes" where files differ from it: which code a figure measured (a
+    `make bench` resumed in a later session may mix commits)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short=10", "HEAD")
+    if not commit:
+        return "unknown (not a git checkout)"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def machine_facts() -> dict[str, Any]:
     """What a reader needs to compare a figure with theirs."""
     from importlib.metadata import PackageNotFoundError, version
@@ -245,6 +260,7 @@ class Results:
     load_after: list[float] = field(default_factory=list)
     command: str = field(default_factory=lambda: shlex.join([".venv/bin/python", *sys.argv]))
     started: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
+    commit: str = field(default_factory=code_commit)
 
 
 def save_results(results: Results) -> Path:
@@ -272,7 +288,8 @@ def conditions_line(results: Results) -> str:
     """The line under a section's heading: when, where, under what load, and how to reproduce."""
     m = results.machine
     return (
-        f"Run {results.started} on {m['cpu']} ({m['usable_cores']} usable cores, {m['memory_gib']} GiB), "
+        f"Run {results.started} at commit {results.commit} on {m['cpu']} ({m['usable_cores']} usable cores, "
+        f"{m['memory_gib']} GiB), "
         f"Python {m['python']}; load average {' '.join(map(str, results.load_before))} before, "
         f"{' '.join(map(str, results.load_after or load_average()))} after"
         f"{' (quick mode: sizes too small for the goals)' if results.quick else ''}. "

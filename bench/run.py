@@ -21,6 +21,7 @@ counted: a script that ran but saved nothing new shows "stale, from <date>" and 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import shutil
@@ -344,12 +345,19 @@ def run_benchmarks(
     wrk_present: bool,
     wrk_problem: str,
     after_each: Callable[[list[ScriptRun]], None] | None = None,
+    earlier: Mapping[str, ScriptRun] | None = None,
 ) -> list[ScriptRun]:
     """`after_each` gets the runs so far, the scripts still to run as "pending", after every script: an
-    hours-long run stopped midway still leaves a summary of what it measured."""
+    hours-long run stopped midway still leaves a summary of what it measured. `earlier`: the scripts a
+    resumed run already ran (kept, not run again)."""
     runs: list[ScriptRun] = []
+    earlier = earlier or {}
     chosen = [b for b in benchmarks if b.name in selected]
     for index, benchmark in enumerate(benchmarks):
+        if benchmark.name in earlier and benchmark.name in selected:
+            runs.append(earlier[benchmark.name])
+            print(f"==> {benchmark.name}: ran earlier in this run (resumed), not run again", flush=True)
+            continue
         if benchmark.name not in selected:
             runs.append(ScriptRun(benchmark.name, "skipped", detail="left out of this run (--only/--skip)"))
             continue
@@ -380,6 +388,42 @@ def run_benchmarks(
             ]
             after_each([*runs, *pending])
     return runs
+
+
+# --- a run in parts -----------------------------------------------------------------------------
+
+
+def state_path(quick: bool) -> Path:
+    return common.RESULTS_DIR / ("run-state-quick.json" if quick else "run-state.json")
+
+
+def save_state(quick: bool, started: datetime, load_before: Sequence[float], runs: Sequence[ScriptRun]) -> None:
+    """What `--resume` continues from: when the run started and what each script did so far."""
+    state = {
+        "started": started.isoformat(),
+        "load_before": list(load_before),
+        "runs": [{**vars(run), "log": str(run.log) if run.log else None} for run in runs],
+    }
+    path = state_path(quick)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state, indent=2))
+
+
+def load_state(quick: bool) -> tuple[datetime, list[float], dict[str, ScriptRun]] | None:
+    """The run to resume: its start, load before it, and the scripts that ran in it and saved results
+    then (a failed, pending or stale one runs again). None where no run was recorded."""
+    try:
+        state = json.loads(state_path(quick).read_text())
+        started = datetime.fromisoformat(state["started"])
+    except (OSError, ValueError, KeyError):
+        return None
+    runs = [
+        ScriptRun(**{**raw, "results": tuple(raw["results"]), "log": Path(raw["log"]) if raw["log"] else None})
+        for raw in state.get("runs", [])
+    ]
+    fresh = fresh_results(runs, started)
+    done = {run.name: run for run in runs if run.status == "ran" and any(name in fresh for name in run.results)}
+    return started, list(state.get("load_before", [])), done
 
 
 # --- results, summary and plots -----------------------------------------------------------------
@@ -513,6 +557,9 @@ def summary_section(info: RunInfo, runs: Sequence[ScriptRun], plots: Mapping[str
     packages = ", ".join(f"{name} {version}" for name, version in machine["packages"].items())
     took = (info.finished - info.started).total_seconds() / 60
     state = "" if info.complete else ", **in progress** (this section is rewritten after every script)"
+    # A resumed run spans sessions: the scripts' own walls say what it cost.
+    scripts = sum(run.seconds or 0.0 for run in runs) / 60
+    state = f", scripts {scripts:.0f} min{state}"
     lines = [
         "## Summary (`make bench`)",
         "",
@@ -617,6 +664,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         help="seconds per script before it is stopped and counted as failed (default: 900 quick, none full)",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the last run (stopped midway, or split over sessions): keep the scripts it ran, run "
+        "the rest, and write one summary from its start",
+    )
     args = parser.parse_args(argv)
     if args.timeout is None and args.quick:
         args.timeout = 900.0
@@ -634,6 +687,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     selected = set(args.only or [b.name for b in BENCHMARKS]) - set(args.skip)
     chosen = [b for b in BENCHMARKS if b.name in selected]
     started, load_before = datetime.now(UTC), common.load_average()
+    earlier: dict[str, ScriptRun] = {}
+    if args.resume:
+        resumed = load_state(args.quick)
+        if resumed is None:
+            print(f"--resume: no earlier run recorded ({display([str(state_path(args.quick))])})", file=sys.stderr)
+            return 2
+        started, load_before, earlier = resumed
+        print(
+            f"==> Resuming the run started {started:%Y-%m-%d %H:%M} UTC: {sorted(earlier) or 'nothing'} ran", flush=True
+        )
     if args.quick:
         # Quick figures go to a copy of BENCHMARKS.md (the scripts read REPORT_ENV), never into it.
         quick_report = common.RESULTS_DIR / "BENCHMARKS-quick.md"
@@ -667,6 +730,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = display([sys.executable, __file__, *(sys.argv[1:] if argv is None else argv)])
 
     def summarize(runs: Sequence[ScriptRun], *, complete: bool) -> dict[str, list[Path]]:
+        save_state(args.quick, started, load_before, runs)
         plots = draw_all(runs, started, plots_dir(args.quick))
         info = RunInfo(
             quick=args.quick,
@@ -690,6 +754,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         wrk_present,
         wrk_line,
         after_each=lambda so_far: summarize(so_far, complete=False),
+        earlier=earlier,
     )
     plots = summarize(runs, complete=True)
     failed = failures(runs, started)

@@ -272,3 +272,15 @@ def test_runner_goes_on_past_failures_and_reports_each(
     assert "| good | good: speed | <= 2x | 1.5x | not decided |" in section
     assert "| good (good-extra) | good-extra: speed |" in section
     assert "quick mode" in section and "Scripts failed: 5" in section
+
+    # --resume keeps what ran and saved results in this run, and runs the failed and stale ones again.
+    bench_run.save_state(True, run_start, [1.0], runs)
+    started, load_before, done = bench_run.load_state(True)
+    assert (started, load_before, sorted(done)) == (run_start, [1.0], ["good"])
+    assert done["good"] == good
+    resumed = bench_run.run_benchmarks(
+        benchmarks[:3], True, {"good", "crash", "silent"}, 15.0, False, True, "", earlier=done
+    )
+    assert resumed[0] is done["good"]
+    assert [run.status for run in resumed[1:]] == ["failed", "ran"]
+    assert bench_run.load_state(False) is None  # no full run recorded
