@@ -365,10 +365,6 @@ def _trimmed(c: Column) -> Column:
     return F.btrim(c, F.lit(WHITESPACE))
 
 
-def _blank(c: Column) -> Column:
-    return c.isNull() | (_trimmed(c) == "")
-
-
 def _number(text: Column) -> Column:
     """The double a trimmed text spells in the number grammar (NUMBER_GRAMMAR), else null."""
     from pyspark.sql import functions as F
@@ -376,20 +372,29 @@ def _number(text: Column) -> Column:
     return F.when(text.rlike(_NUMBER), text.try_cast("double"))
 
 
-def _label_matches(raw: Column, value: object) -> Column:
+def _label_matches(text: Column, value: object) -> Column:
     """Numeric label values compare as numbers (so 1, 1.0 and " 1" agree; only text in the number grammar
-    is a number, not 1d or 0x1p0), others case-insensitively."""
+    is a number, not 1d or 0x1p0), others case-insensitively. `text`: the stripped label."""
     from pyspark.sql import functions as F
 
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _number(_trimmed(raw)) == float(value)
-    return F.lower(_trimmed(raw)) == str(value).lower()
+        return _number(text) == float(value)
+    return F.lower(text) == str(value).lower()
+
+
+def _strip(raw: Column) -> Column:
+    """The raw text trimmed of WHITESPACE, null where nothing is left (a blank value)."""
+    from pyspark.sql import functions as F
+
+    return F.nullif(_trimmed(raw), F.lit(""))
 
 
 def _stripped(c: str) -> Column:
+    """Column c's stripped text, computed once per row in a projection of its own (`_judge`): every rule
+    reads it, and string functions are the largest share of cleaning's time (bench/cleaning.py)."""
     from pyspark.sql import functions as F
 
-    return F.nullif(_trimmed(F.col(c)), F.lit(""))
+    return F.col(f"_s_{c}")
 
 
 def _unknown(c: str, categories: tuple[str, ...]) -> Column:
@@ -404,8 +409,8 @@ def _typed_columns(spec: DatasetSpec) -> dict[str, Column]:
     typed: dict[str, Column] = {
         spec.id_column: F.when(F.length(s(spec.id_column)) <= MAX_ID_LENGTH, s(spec.id_column)),
         spec.timestamp_column: F.try_to_timestamp(s(spec.timestamp_column)),
-        spec.label.column: F.when(_label_matches(F.col(spec.label.column), spec.label.positive), F.lit(1))
-        .when(_label_matches(F.col(spec.label.column), spec.label.negative), F.lit(0))
+        spec.label.column: F.when(_label_matches(s(spec.label.column), spec.label.positive), F.lit(1))
+        .when(_label_matches(s(spec.label.column), spec.label.negative), F.lit(0))
         .cast("int"),
     }
     for feat in spec.features:
@@ -447,7 +452,7 @@ def _reason_rules(spec: DatasetSpec, day: date) -> list[tuple[Reason, Column, Co
     typed_cols = [spec.timestamp_column] + [f.name for f in spec.features if f.type is not FeatureType.categorical]
     for c in typed_cols:
         expected = "timestamp" if c == spec.timestamp_column else spec.feature(c).type.value
-        rules.append((Reason.wrong_type, ~_blank(F.col(c)) & t(c).isNull(), detail(c, f"not a {expected}:")))
+        rules.append((Reason.wrong_type, _stripped(c).isNotNull() & t(c).isNull(), detail(c, f"not a {expected}:")))
     rules.append(
         (
             Reason.id_too_long,
@@ -459,11 +464,11 @@ def _reason_rules(spec: DatasetSpec, day: date) -> list[tuple[Reason, Column, Co
     # a null label, kept for drift and scoring and labelled later by id (kennel.ingestion.labels).
     required = [spec.id_column, spec.timestamp_column] + [f.name for f in spec.features if not f.nullable]
     for c in required:
-        rules.append((Reason.missing_required, _blank(F.col(c)), F.lit(f"{c}: required value is empty")))
+        rules.append((Reason.missing_required, _stripped(c).isNull(), F.lit(f"{c}: required value is empty")))
     rules.append(
         (
             Reason.invalid_label,
-            ~_blank(F.col(spec.label.column)) & t(spec.label.column).isNull(),
+            _stripped(spec.label.column).isNotNull() & t(spec.label.column).isNull(),
             detail(spec.label.column, f"neither {spec.label.positive!r} nor {spec.label.negative!r}:"),
         )
     )
@@ -574,7 +579,7 @@ def _read_landed(spark: SparkSession, spec: DatasetSpec, files: list[Path], work
             landed.missing[path.name] = absent
             landed.judged.append(
                 df.select(
-                    _stripped(spec.id_column).alias("record_id")
+                    _strip(F.col(spec.id_column)).alias("record_id")
                     if spec.id_column in columns
                     else F.lit(None).cast("string").alias("record_id"),
                     F.when(F.col(CORRUPT).isNotNull(), F.lit(Reason.unparsable_line.value))
@@ -610,6 +615,9 @@ def _judge(
     rows = to_judge[0]
     for other in to_judge[1:]:
         rows = rows.unionByName(other)
+    # Stripped text first, in a projection of its own: Spark keeps it apart (its expressions are read many
+    # times), so each value is trimmed once, not once per rule that reads it.
+    rows = rows.select("*", *[_strip(F.col(c)).alias(f"_s_{c}") for c in required])
     rows = rows.select("*", *[expr.alias(f"_t_{c}") for c, expr in _typed_columns(spec).items()])
     rules = _reason_rules(spec, day)
     others = [f for f in spec.features if f.unknown_category == "other"]
@@ -622,7 +630,7 @@ def _judge(
     ).withColumn("_detail", F.coalesce(*[F.when(F.col("_rule") == i, d) for i, (_, _, d) in enumerate(rules)]))
     # Only what the outputs need goes through the shuffle and into the cache: about half the width.
     rows = rows.select(
-        *[f"_t_{c}" for c in required], "_reason", "_detail", "_raw", "_source_file", *[f.name for f in others]
+        *[f"_t_{c}" for c in required], "_reason", "_detail", "_raw", "_source_file", *[f"_s_{f.name}" for f in others]
     )
     # Duplicates: among otherwise valid rows keep the latest version of each id; ties broken by
     # content so the choice is the same on every run.
