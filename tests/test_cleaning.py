@@ -34,6 +34,11 @@ def test_corrupt_scenario_routes_every_bad_row_with_its_reason(spark, spec, tmp_
         assert result.reconciled, result
         assert result.reasons == {k: v for k, v in expected.items() if v}, day
         assert result.rows_clean == report.rows_per_day[day] - sum(expected.values())
+        # The record's counts are the written files' (counted from them, not from the plan that wrote them).
+        clean = pd.read_parquet(tmp_path / "lake" / "clean" / day)
+        written = pd.read_parquet(tmp_path / "lake" / "quarantine" / day)["reason"].value_counts().to_dict()
+        assert (result.rows_clean, result.rows_labelled) == (len(clean), clean[spec.label.column].notna().sum())
+        assert result.reasons == written
 
     quarantine = pd.read_parquet(tmp_path / "lake" / "quarantine")
     assert set(quarantine["reason"]) <= {r.value for r in Reason}

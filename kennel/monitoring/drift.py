@@ -175,9 +175,25 @@ def _category_counts(col: pd.Series, categories: Sequence[str] | None = None) ->
     return {str(k): int(counts[k]) for k in sorted(counts.index)}
 
 
-def _categorical_shares(col: pd.Series, categories: Sequence[str] | None = None) -> dict[str, float]:
-    total = max(len(col), 1)
-    return {k: n / total for k, n in _category_counts(col, categories).items()}
+@dataclass(frozen=True)
+class _CodedKeys:
+    """A column's category keys (`_category_keys`) as codes into their sorted distinct texts: a slice of
+    the rows counts its keys with one bincount instead of turning its values into text again."""
+
+    codes: np.ndarray
+    names: list[str]
+
+    @classmethod
+    def of(cls, col: pd.Series, categories: Sequence[str] | None) -> _CodedKeys:
+        # The keys are text already, so 1 and 1.0 (or True and 1) stay apart as their texts do.
+        codes, names = pd.factorize(_category_keys(col, categories), sort=True)
+        return cls(np.asarray(codes), [str(name) for name in names])
+
+    def counts(self, rows: np.ndarray | None = None) -> dict[str, int]:
+        """Rows per key, in key order, keys that occur only; `rows`: a mask selecting some rows."""
+        codes = self.codes if rows is None else self.codes[rows]
+        found = np.bincount(codes, minlength=len(self.names))
+        return {self.names[i]: int(found[i]) for i in np.flatnonzero(found)}
 
 
 def build_profile(
@@ -194,31 +210,39 @@ def build_profile(
     or boolean columns whose every value with at least `min_slice_rows` rows gets its own profile of the
     other columns (a learned column slices by its frozen categories and "other")."""
     numeric, categorical = list(numeric), list(categorical)
-    frozen = {name: list(categories) for name, categories in (learned or {}).items()}
-    profile = ReferenceProfile(
-        numeric={c: _numeric_profile(_numeric_values(frame[c]), bins) for c in numeric},
-        categorical={
-            c: CategoricalProfile(
-                shares=_categorical_shares(frame[c], frozen.get(c)), rows=len(frame), categories=frozen.get(c)
-            )
-            for c in categorical
-        },
-        rows=len(frame),
-    )
-    for column in sorted(slices):
+    for column in slices:
         if column in numeric:
             raise ValueError(f"slice column {column!r} is numeric; slices are categorical or boolean columns")
-        keys = _category_keys(frame[column], frozen.get(column)).to_numpy()
-        counts = _category_counts(frame[column], frozen.get(column))
+    frozen = {name: list(categories) for name, categories in (learned or {}).items()}
+    # Every column is read once; the profile of a slice selects from these arrays.
+    values = {c: _numeric_values(frame[c]) for c in numeric}
+    keys = {c: _CodedKeys.of(frame[c], frozen.get(c)) for c in {*categorical, *slices}}
+
+    def profile_of(rows: np.ndarray | None, count: int, without: str | None = None) -> ReferenceProfile:
+        def pick(array: np.ndarray) -> np.ndarray:
+            return array if rows is None else array[rows]
+
+        total = max(count, 1)
+        return ReferenceProfile(
+            numeric={c: _numeric_profile(pick(values[c]), bins) for c in numeric if c != without},
+            categorical={
+                c: CategoricalProfile(
+                    shares={k: n / total for k, n in keys[c].counts(rows).items()},
+                    rows=count,
+                    categories=frozen.get(c),
+                )
+                for c in categorical
+                if c != without
+            },
+            rows=count,
+        )
+
+    profile = profile_of(None, len(frame))
+    for column in sorted(slices):
+        by_value = keys[column]
         profile.slices[column] = {
-            value: build_profile(
-                frame[keys == value],
-                [c for c in numeric if c != column],
-                [c for c in categorical if c != column],
-                bins,
-                learned,
-            )
-            for value, n in counts.items()
+            value: profile_of(by_value.codes == by_value.names.index(value), n, without=column)
+            for value, n in by_value.counts().items()
             if n >= min_slice_rows
         }
     return profile
