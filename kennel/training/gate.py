@@ -304,7 +304,9 @@ def _sanity_checks(
     """NaN scores first (decide relies on that order), then collapse and latency."""
     non_finite = int((~np.isfinite(scores)).sum())
     std = float(np.std(scores[np.isfinite(scores)])) if non_finite < len(scores) else 0.0
-    records = test[card.feature_names].to_dict("records")
+    # Only the records the latency check sends (it cycles through the first `latency_samples`): turning a
+    # whole test window into dicts cost more than the check.
+    records = test[card.feature_names].head(max(config.latency_samples, 5)).to_dict("records")
     latency = single_record_latency_ms(Model.load(challenger.model_dir), records, config.latency_samples)
     return [
         _check(
