@@ -85,7 +85,9 @@ def code_commit() -> str:
     commit = git("rev-parse", "--short=10", "HEAD")
     if not commit:
         return "unknown (not a git checkout)"
-    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    # What `make bench` itself rewrites is no change to the code measured.
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md", ":!bench/plots")
+    return commit + ("+changes" if changed else "")
 
 
 def machine_facts() -> dict[str, Any]:
