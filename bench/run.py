@@ -354,7 +354,7 @@ def run_benchmarks(
     earlier = earlier or {}
     chosen = [b for b in benchmarks if b.name in selected]
     for index, benchmark in enumerate(benchmarks):
-        if benchmark.name in earlier and benchmark.name in selected:
+        if benchmark.name in earlier:
             runs.append(earlier[benchmark.name])
             print(f"==> {benchmark.name}: ran earlier in this run (resumed), not run again", flush=True)
             continue
@@ -668,7 +668,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--resume",
         action="store_true",
         help="continue the last run (stopped midway, or split over sessions): keep the scripts it ran, run "
-        "the rest, and write one summary from its start",
+        "the rest, and write one summary from its start; with --only, run those again too",
     )
     args = parser.parse_args(argv)
     if args.timeout is None and args.quick:
@@ -694,6 +694,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"--resume: no earlier run recorded ({display([str(state_path(args.quick))])})", file=sys.stderr)
             return 2
         started, load_before, earlier = resumed
+        earlier = {name: run for name, run in earlier.items() if name not in (args.only or ())}
         print(
             f"==> Resuming the run started {started:%Y-%m-%d %H:%M} UTC: {sorted(earlier) or 'nothing'} ran", flush=True
         )

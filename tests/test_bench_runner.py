@@ -283,4 +283,7 @@ def test_runner_goes_on_past_failures_and_reports_each(
     )
     assert resumed[0] is done["good"]
     assert [run.status for run in resumed[1:]] == ["failed", "ran"]
+    # What an earlier part ran stays in the run when a later part runs only some scripts.
+    some = bench_run.run_benchmarks(benchmarks[:3], True, {"crash"}, 15.0, False, True, "", earlier=done)
+    assert [run.status for run in some] == ["ran", "failed", "skipped"] and some[0] is done["good"]
     assert bench_run.load_state(False) is None  # no full run recorded
