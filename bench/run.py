@@ -352,6 +352,15 @@ def run_benchmarks(
     resumed run already ran (kept, not run again)."""
     runs: list[ScriptRun] = []
     earlier = earlier or {}
+
+    def upcoming(later: Benchmark) -> ScriptRun:
+        """A script after the current one, as the summary shows it meanwhile."""
+        if later.name in earlier:
+            return earlier[later.name]
+        if later.needs_gpu and not has_gpu:
+            return ScriptRun(later.name, "skipped", display(later.command(quick)), "no GPU on this machine")
+        return ScriptRun(later.name, "pending", display(later.command(quick)), "still to run")
+
     chosen = [b for b in benchmarks if b.name in selected]
     for index, benchmark in enumerate(benchmarks):
         if benchmark.name in earlier:
@@ -381,12 +390,12 @@ def run_benchmarks(
             tail = run.log.read_text(errors="replace").splitlines()[-20:]
             print("\n".join(f"    | {line}" for line in tail), flush=True)
         if after_each is not None:
-            pending = [
-                ScriptRun(later.name, "pending", display(later.command(quick)), "still to run")
-                for later in benchmarks[index + 1 :]
-                if later.name in selected
-            ]
-            after_each([*runs, *pending])
+            after_each(
+                [
+                    *runs,
+                    *(upcoming(later) for later in benchmarks[index + 1 :] if later.name in selected | set(earlier)),
+                ]
+            )
     return runs
 
 
@@ -496,6 +505,11 @@ def rows_label(rows: float) -> str:
     return f"{rows:g}"
 
 
+def value_label(value: float) -> str:
+    """1,000 and 0.04 rather than 1e+03 and 4e-02: an axis label as a reader writes the number."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def draw_plots(name: str, payload: Mapping[str, Any], out_dir: Path) -> list[Path]:
     """Seconds and peak RSS per stage against rows, one PNG each (none for a measure without data):
     every repetition as a dot, the median per size joined by a line; log-log where sizes span > 10x."""
@@ -534,8 +548,14 @@ def draw_plots(name: str, payload: Mapping[str, Any], out_dir: Path) -> list[Pat
         axes.xaxis.set_major_locator(FixedLocator(sizes))
         axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: rows_label(value)))
         axes.xaxis.set_minor_formatter(NullFormatter())
-        axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.3g}"))
-        axes.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:,.3g}"))
+        axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: value_label(value)))
+        # Minor ticks are labelled only where the values span less than a decade (few major ticks);
+        # beyond, their labels would overlap.
+        values = [value for by_rows in by_stage.values() for values in by_rows.values() for value in values]
+        narrow = log_y and max(values) < 10 * min(values)
+        axes.yaxis.set_minor_formatter(
+            FuncFormatter(lambda value, _: value_label(value)) if narrow else NullFormatter()
+        )
         axes.set_xlabel("rows")
         axes.set_ylabel(label)
         axes.set_title(f"{name}: {label} per stage against rows{mode}")
