@@ -170,11 +170,6 @@ def _category_keys(col: pd.Series, categories: Sequence[str] | None = None) -> p
     return values.where(values.notna(), MISSING).astype(str)
 
 
-def _category_counts(col: pd.Series, categories: Sequence[str] | None = None) -> dict[str, int]:
-    counts = _category_keys(col, categories).value_counts()
-    return {str(k): int(counts[k]) for k in sorted(counts.index)}
-
-
 @dataclass(frozen=True)
 class _CodedKeys:
     """A column's category keys (`_category_keys`) as codes into their sorted distinct texts: a slice of
@@ -194,6 +189,10 @@ class _CodedKeys:
         codes = self.codes if rows is None else self.codes[rows]
         found = np.bincount(codes, minlength=len(self.names))
         return {self.names[i]: int(found[i]) for i in np.flatnonzero(found)}
+
+    def holding(self, key: str) -> np.ndarray:
+        """The mask of the rows whose key is `key` (one of `names`)."""
+        return self.codes == self.names.index(key)
 
 
 def build_profile(
@@ -241,7 +240,7 @@ def build_profile(
     for column in sorted(slices):
         by_value = keys[column]
         profile.slices[column] = {
-            value: profile_of(by_value.codes == by_value.names.index(value), n, without=column)
+            value: profile_of(by_value.holding(value), n, without=column)
             for value, n in by_value.counts().items()
             if n >= min_slice_rows
         }
@@ -407,7 +406,7 @@ def _numeric_drift(name: str, ref: NumericProfile, values: np.ndarray, t: DriftT
 def _categorical_drift(name: str, ref: CategoricalProfile, col: pd.Series, t: DriftThresholds) -> FeatureDrift:
     if len(col) < t.min_rows:
         return FeatureDrift(name, "categorical", "insufficient_data", len(col))
-    counts = _category_counts(col, ref.categories)
+    counts = _CodedKeys.of(col, ref.categories).counts()
     current = {k: n / len(col) for k, n in counts.items()}
     keys = sorted(set(ref.shares) | set(current))
     score_psi = psi(np.array([ref.shares.get(k, 0.0) for k in keys]), np.array([current.get(k, 0.0) for k in keys]))
@@ -488,8 +487,8 @@ def compare_slices(
             continue
         references = profile.slices[column]
         frozen = profile.categorical[column].categories if column in profile.categorical else None
-        keys = _category_keys(frame[column], frozen).to_numpy()
-        counts = _category_counts(frame[column], frozen)
+        by_value = _CodedKeys.of(frame[column], frozen)
+        counts = by_value.counts()
         for value in sorted(set(references) | set(counts)):
             rows = counts.get(value, 0)
             if value not in references:
@@ -497,7 +496,7 @@ def compare_slices(
             elif rows < t.min_rows:
                 found.append(SliceDrift(column, value, rows, "insufficient_data"))
             else:
-                measured = _measure(references[value], frame[keys == value], t, inputs)
+                measured = _measure(references[value], frame[by_value.holding(value)], t, inputs)
                 found.append(SliceDrift(column, value, rows, "ok", features=measured))
     _decide([f for s in found for f in s.features], t)
     for s in found:
