@@ -201,9 +201,14 @@ class _ParsedDayRecords:
         self.limit = limit
         self._parsed: dict[tuple[str, type[BaseModel]], tuple[bytes, BaseModel]] = {}
 
-    def read[R: BaseModel](self, path: Path, model: type[R]) -> R:
-        content = path.read_bytes()
-        key = (str(path), model)
+    def read[R: BaseModel](self, path: str, model: type[R]) -> R | None:
+        """The record in the file at `path`; None when there is no such file."""
+        try:
+            with open(path, "rb") as file:
+                content = file.read()
+        except FileNotFoundError:
+            return None
+        key = (path, model)
         hit = self._parsed.get(key)
         if hit is not None and hit[0] == content:
             return hit[1]  # type: ignore[return-value]  # stored under its model type
@@ -215,6 +220,17 @@ class _ParsedDayRecords:
 
 
 _DAY_RECORDS = _ParsedDayRecords()
+
+
+def _entry_names(folder: Path, *, directories: bool) -> list[str]:
+    """Names of the folders (or else the files) in `folder`, in no particular order; none when it is
+    missing. One directory listing: per-day records are read by name, with no pattern matching (a
+    glob over three years of day folders cost a sensor tick more than reading the records)."""
+    try:
+        with os.scandir(folder) as entries:
+            return [e.name for e in entries if e.is_dir() == directories]
+    except FileNotFoundError:
+        return []
 
 
 class Lake:
@@ -333,7 +349,9 @@ class DatasetLake:
 
     def quality_records(self) -> list[QualityRecord]:
         """Every day's quality record, oldest day first."""
-        return [_DAY_RECORDS.read(p, QualityRecord) for p in sorted(self.quality_dir().glob("*.json"))]
+        folder = self.quality_dir()
+        names = sorted(name for name in _entry_names(folder, directories=False) if name.endswith(".json"))
+        return [r for name in names if (r := _DAY_RECORDS.read(f"{folder}/{name}", QualityRecord)) is not None]
 
     def write_quality(self, record: QualityRecord) -> Path:
         path = self.quality_path(record.day)
@@ -441,10 +459,13 @@ class DatasetLake:
 
     def monitoring_records(self, kind: MonitoringKind) -> dict[str, MonitoringRecord]:
         """Day → what the monitoring asset of `kind` recorded (small files: cheap enough for a sensor tick)."""
-        return {
-            p.parent.name: _DAY_RECORDS.read(p, MonitoringRecord)
-            for p in sorted(self.monitoring_dir().glob(f"*/{kind}.json"))
-        }
+        folder = self.monitoring_dir()
+        records = {}
+        for day in sorted(_entry_names(folder, directories=True)):
+            record = _DAY_RECORDS.read(f"{folder}/{day}/{kind}.json", MonitoringRecord)
+            if record is not None:
+                records[day] = record
+        return records
 
     def write_monitoring(self, record: MonitoringRecord) -> Path:
         if record.kind is None:
