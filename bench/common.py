@@ -281,6 +281,16 @@ def save_results(results: Results) -> Path:
     return path
 
 
+def results_from_json(payload: dict[str, Any]) -> Results:
+    """A saved run (save_results' JSON) as Results again, e.g. to report it with goals added since."""
+    fields_ = {k: v for k, v in payload.items() if k not in ("goals", "series")}
+    return Results(
+        **fields_,
+        goals=[Goal(**{k: v for k, v in g.items() if k != "verdict"}) for g in payload["goals"]],
+        series=[SeriesPoint(**point) for point in payload["series"]],
+    )
+
+
 def load_results(name: str) -> dict[str, Any] | None:
     path = RESULTS_DIR / f"{name}-latest.json"
     return json.loads(path.read_text()) if path.exists() else None

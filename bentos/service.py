@@ -522,11 +522,19 @@ class KennelService:
         return FeedbackReceipt(recorded=result.recorded, unknown_request_ids=result.unknown_request_ids)
 
 
+async def _whole_body(request: Request) -> bytes:
+    """The request body without a copy where it arrives whole, as the request guard hands it on.
+    Starlette's `request.body()` joins its chunks and an empty end marker: a copy of every body, which
+    for a 30 MB stream cost ~40 ms of the event loop (py-spy, bench/serving_guard.py's random bytes)."""
+    chunks = [chunk async for chunk in request.stream() if chunk]
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 async def _predict_arrow_endpoint(request: Request) -> Response:
     """POST /predict_arrow: BentoML's API layer only parses JSON and forms, so this route is a plain
     Starlette endpoint mounted into the service (behind the same middleware: size limit, metrics)."""
     try:
-        answer = await bentoml.get_current_service().predict_arrow(await request.body())
+        answer = await bentoml.get_current_service().predict_arrow(await _whole_body(request))
     except InputError as exc:
         refusal = refusal_from_problems(exc.problems, "the Arrow table")
         request_id = os.urandom(16).hex()  # names the refusal, not an answer: not a feedback id

@@ -464,7 +464,9 @@ class RequestGuard:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
+        # Joining a large body copies all of it (~25 ms for 30 MB here); bytes.join lets go of the
+        # interpreter lock for large joins, so in a thread it leaves the event loop to other requests.
+        body = b"".join(chunks) if size <= INLINE_BODY_BYTES else await asyncio.to_thread(b"".join, chunks)
         if model is not None:
             try:
                 refusal, validated = await self._validate(path, model, body)
