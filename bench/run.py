@@ -144,6 +144,7 @@ class RunInfo:
     command: str
     prerequisites: tuple[str, ...]  # one line each: what was found, installed, built or skipped
     complete: bool = True  # False while scripts are still to run: the summary is rewritten after each
+    resumed: bool = False  # run in parts (--resume): `command` is the last part's
 
 
 # --- prerequisites ------------------------------------------------------------------------------
@@ -591,7 +592,8 @@ def summary_section(info: RunInfo, runs: Sequence[ScriptRun], plots: Mapping[str
         "",
         "Reproduce: `make bench` (every benchmark at full size, then this section and bench/plots/) or "
         "`make bench-quick` (small sizes, asserting nothing about speed: what CI runs; its plots go to "
-        f".kennel/bench/plots/). This run: `{info.command}`. Each script's own section below holds its "
+        f".kennel/bench/plots/). {'This run, in parts; its last' if info.resumed else 'This run'}: "
+        f"`{info.command}`. Each script's own section below holds its "
         "detail tables; its log is .kennel/bench/logs/NAME.log.",
         "",
         *(f"- {line}" for line in info.prerequisites),
@@ -762,6 +764,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             command=command,
             prerequisites=tuple(prerequisites),
             complete=complete,
+            resumed=args.resume,
         )
         write_summary(info, runs, plots)
         return plots
