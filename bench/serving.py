@@ -49,6 +49,7 @@ are also printed and saved by bench.common.save_results (.kennel/bench/serving-l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -59,6 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -334,6 +336,78 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
 end
 """
+
+
+@contextlib.contextmanager
+def py_spy(server: Server, seconds: float, output: Path) -> Iterator[dict[str, Any]]:
+    """Record the server's worker with py-spy (the bench extra installs it) for `seconds` while the
+    caller's block loads it; the dict yielded is filled on exit by `read_py_spy`, or holds {"error": ...}
+    where py-spy is missing, may not read the process (ptrace rules) or does not finish."""
+    import psutil
+
+    profile: dict[str, Any] = {"seconds": seconds}
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    children = psutil.Process(server.proc.pid).children(recursive=True)
+    workers = [p for p in children if "_bentoml_impl.worker" in " ".join(p.cmdline())]
+    if not Path(spy).exists() or not workers:
+        profile["error"] = "py-spy is not installed" if workers else "no worker process found"
+        yield profile
+        return
+    command = [spy, "record", "--pid", str(workers[0].pid), "--duration", str(int(seconds)), "--rate", "200"]
+    recorder = subprocess.Popen(
+        [*command, "--format", "raw", "--nonblocking", "--output", str(output)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield profile
+    finally:
+        try:
+            _, stderr = recorder.communicate(timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            recorder.kill()
+            profile["error"] = f"py-spy did not finish within {seconds + 60:.0f} s"
+        else:
+            if recorder.returncode != 0 or not output.exists():
+                profile["error"] = f"py-spy exited {recorder.returncode}: {stderr.strip()[-200:]}"
+            else:
+                profile.update(read_py_spy(output))
+
+
+def read_py_spy(path: Path, top: int = 6) -> dict[str, Any]:
+    """py-spy's raw (collapsed) stacks as shares of samples: by innermost Python frame, and by the
+    package that frame is in (where a request's time goes between BentoML, Starlette, uvicorn, asyncio
+    and Kennel; C work, e.g. scoring, counts for the Python frame that called it)."""
+    frames: dict[str, int] = {}
+    packages: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        function, _, where = stack.split(";")[-1].partition(" (")
+        file = where.rsplit(":", 1)[0]
+        frame = f"{function} ({Path(file).name})"
+        package = file.split("/")[0] if "/" in file else Path(file).stem
+        frames[frame] = frames.get(frame, 0) + int(count)
+        packages[package] = packages.get(package, 0) + int(count)
+    samples = max(sum(frames.values()), 1)
+
+    def shares(counts: dict[str, int]) -> list[list[Any]]:
+        return [[name, n / samples] for name, n in sorted(counts.items(), key=lambda kv: -kv[1])[:top]]
+
+    return {"samples": sum(frames.values()), "top": shares(frames), "packages": shares(packages)}
+
+
+def profile_note(profile: dict[str, Any], what: str, key: str = "top") -> str:
+    """A py-spy profile as a goal's note: `what` was profiled, then its shares under `key`."""
+    if "error" in profile:
+        return f"no profile ({profile['error']})"
+    unit = "innermost Python frame" if key == "top" else "package of the innermost Python frame"
+    return (
+        f"py-spy of the worker {what} ({profile['seconds']:.0f} s, {profile['samples']:,} samples; by {unit}): "
+        + ", ".join(f"{name} {share:.0%}" for name, share in profile[key])
+    )
 
 
 def lua_script(path: str, bodies: list[bytes], folder: Path, name: str, media_type: str = "application/json") -> Path:
@@ -643,7 +717,11 @@ def goals_of(results: dict[str, Any], quick: bool) -> list[Goal]:
                 target=">= 0.8x",
                 measured=f"{ratio:.2f}x ({bento:,.0f} / {minimal:,.0f} req/s){other}",
                 met=decide(ratio >= 0.8),
-                note="" if ratio >= 0.8 else cpu_note("quiet", "single/c8") + SINGLE_BOUND,
+                note=""
+                if ratio >= 0.8
+                else cpu_note("quiet", "single/c8")
+                + "; "
+                + profile_note(results["single_profile"], "at one connection of single records", "packages"),
             )
         )
     p99 = _median(measured["quiet"]["runs"]["bento/single/c1"], "p99_us") / 1000
@@ -691,15 +769,6 @@ def goals_of(results: dict[str, Any], quick: bool) -> list[Goal]:
         )
     )
     return goals
-
-
-# What bounds a goal not met: the CPU figures of the run (cpu_note), and for the batch routes the
-# in-process cost of each stage of the Arrow path (arrow_stages). A py-spy profile of a worker is the
-# finer account (BENCHMARKS.md's notes under this section).
-SINGLE_BOUND = (
-    "; the difference is BentoML's per-request machinery (middleware chain, request context, IO "
-    "descriptors, response object) around the same parsing, scoring and socket writes"
-)
 
 
 def report(results: dict[str, Any], run: Results) -> str:
@@ -939,6 +1008,10 @@ def main(argv: list[str] | None = None) -> int:
         conditions: dict[str, Any] = {}
         print("quiet (no load of the benchmark's own) …", flush=True)
         conditions["quiet"] = measure_condition(servers, scripts, args, model_dir, batches[0])
+        # Where a single record's time goes in the worker: a run of its own, under py-spy.
+        with py_spy(bento, args.duration, work / "py-spy-single.txt") as single_profile:
+            wrk(bento.base_url, scripts["single"], 1, args.duration)
+        print(f"  py-spy, single records at c=1: {single_profile}", flush=True)
         if not args.quick:
             print("under load (two CPU-busy processes) …", flush=True)
             with background_load(2):
@@ -985,6 +1058,7 @@ def main(argv: list[str] | None = None) -> int:
             "conditions": conditions,
             "in_process_single": single,
             "arrow_stages_ms": stages,
+            "single_profile": single_profile,
             "explain": paired,
             "ready_s": {"bento": bento.ready_s, "minimal": minimal.ready_s},
             "status_errors": sum(r["status_errors"] for r in all_runs),

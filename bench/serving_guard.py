@@ -68,6 +68,8 @@ from bench.serving import (  # noqa: E402
     _wrk_version,
     free_port,
     lua_script,
+    profile_note,
+    py_spy,
     request_records,
     start_server,
     train_demo_model,
@@ -287,45 +289,18 @@ def cpu_by_role(server: Server) -> dict[str, float]:
 
 
 def worker_profile(server: Server, body: dict[str, Any], seconds: float, output: Path) -> dict[str, Any]:
-    """py-spy (the bench extra installs it) of the server's worker while one client posts `body` over
-    and over: the share of samples per innermost frame, the largest first. {"error": ...} when py-spy is
-    missing or may not read the process (ptrace rules)."""
-    import psutil
-
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    workers = [
-        p
-        for p in psutil.Process(server.proc.pid).children(recursive=True)
-        if "_bentoml_impl.worker" in " ".join(p.cmdline())
-    ]
-    if not Path(spy).exists() or not workers:
-        return {"error": "py-spy is not installed" if workers else "no worker process found"}
+    """py-spy of the server's worker while one client posts `body` over and over (bench.serving.py_spy)."""
     port = int(server.base_url.rsplit(":", 1)[1])
     client = HostileClient(port, body["route"], body["media_type"], body["body"])
     client.start()
     try:
-        done = subprocess.run(
-            [spy, "record", "--pid", str(workers[0].pid), "--duration", str(int(seconds)), "--rate", "200"]
-            + ["--format", "raw", "--nonblocking", "--output", str(output)],
-            capture_output=True,
-            text=True,
-            timeout=seconds + 60,
-        )
+        # Leaving the block waits for py-spy's `seconds`; the client posts all along.
+        with py_spy(server, seconds, output) as profile:
+            pass
     finally:
         client.stop.set()
         client.join(timeout=120)
-    if done.returncode != 0 or not output.exists():
-        return {"error": f"py-spy exited {done.returncode}: {done.stderr.strip()[-200:]}"}
-    leaves: dict[str, int] = {}
-    for line in output.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if stack and count.isdigit():
-            function, _, where = stack.split(";")[-1].partition(" (")
-            leaf = f"{function} ({Path(where.rstrip(')')).name})"
-            leaves[leaf] = leaves.get(leaf, 0) + int(count)
-    samples = sum(leaves.values())
-    top = sorted(leaves.items(), key=lambda kv: -kv[1])[:6]
-    return {"samples": samples, "seconds": seconds, "top": [[leaf, n / max(samples, 1)] for leaf, n in top]}
+    return profile
 
 
 def measure(server: Server, script: Path, seconds: float) -> dict[str, Any]:
@@ -441,7 +416,9 @@ def goals_of(results: dict[str, Any], quick: bool) -> list[Goal]:
             target="<= 2x",
             measured=f"{summary['p99_ratio'][worst]:.2f}x at worst ({worst})",
             met=None if quick else summary["p99_ratio"][worst] <= 2,
-            note=profile_note(results["profile"]) if summary["p99_ratio"][worst] > 2 else "",
+            note=profile_note(results["profile"], f"under {results['profile']['kind']} bodies alone")
+            if summary["p99_ratio"][worst] > 2
+            else "",
         )
     ]
     for scenario, label in (("single", "single record"), ("batch", f"{BATCH_ROWS:,}-row /predict_batch")):
@@ -456,17 +433,6 @@ def goals_of(results: dict[str, Any], quick: bool) -> list[Goal]:
             )
         )
     return goals
-
-
-def profile_note(profile: dict[str, Any]) -> str:
-    """The worker's py-spy profile under the worst hostile body, as a goal's note."""
-    if "error" in profile:
-        return f"no profile ({profile['error']})"
-    return (
-        f"py-spy of the worker under {profile['kind']} bodies alone ({profile['seconds']:.0f} s, "
-        f"{profile['samples']:,} samples; the innermost Python frame, its share): "
-        + ", ".join(f"{leaf} {share:.0%}" for leaf, share in profile["top"])
-    )
 
 
 def cpu_account(runs: dict[str, list[dict[str, Any]]]) -> str:
