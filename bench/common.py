@@ -206,6 +206,19 @@ def step_intervals(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple
 # --- figures ------------------------------------------------------------------------------------
 
 
+def profile_stages(profiler: Any, stages: dict[tuple[str, str], str]) -> dict[str, float]:
+    """Cumulative seconds per stage of a cProfile.Profile: each stage is a function, named by its file's
+    path suffix and its name (the largest entry where several match, 0 where none ran)."""
+    import pstats
+
+    entries = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    seconds = {}
+    for (suffix, function), stage in stages.items():
+        matching = [v[3] for (path, _, name), v in entries.items() if name == function and path.endswith(suffix)]
+        seconds[stage] = max(matching, default=0.0)
+    return seconds
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 

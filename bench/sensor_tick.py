@@ -29,6 +29,7 @@ from bench.common import (  # noqa: E402
     conditions_line,
     goals_table,
     median,
+    profile_stages,
     save_results,
     spread,
     write_section,
@@ -99,16 +100,10 @@ def profile_first_tick(days: int) -> dict[str, float]:
     """One first tick over `days` days under cProfile: seconds per PROFILE_STAGES stage (the rest of the
     whole tick is building the UI's materializations and run requests)."""
     import cProfile
-    import pstats
 
     profiler = cProfile.Profile()
     ticks(days, 1, profiler)
-    entries = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
-    stages = {}
-    for (suffix, function), stage in PROFILE_STAGES.items():
-        matching = [v[3] for (path, _, name), v in entries.items() if name == function and path.endswith(suffix)]
-        stages[stage] = max(matching, default=0.0)
-    return stages
+    return profile_stages(profiler, PROFILE_STAGES)
 
 
 def ticks(days: int, count: int, profiler: Any = None) -> tuple[list[float], list[float], int]:

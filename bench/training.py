@@ -67,6 +67,7 @@ from bench.common import (  # noqa: E402
     goals_table,
     load_average,
     median,
+    profile_stages,
     ratio,
     save_results,
     spread,
@@ -227,10 +228,7 @@ def _profiled(job: dict, kind: str, call):
     profiler = cProfile.Profile()
     value = profiler.runcall(call)
     entries = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
-    stages = {}
-    for (suffix, function), stage in PROFILE_STAGES[kind].items():
-        matching = [v[3] for (path, _, name), v in entries.items() if name == function and path.endswith(suffix)]
-        stages[stage] = round(max(matching, default=0.0), 3)
+    stages = {stage: round(s, 3) for stage, s in profile_stages(profiler, PROFILE_STAGES[kind]).items()}
     ranked = sorted(entries.items(), key=lambda kv: -kv[1][3])
     top = [
         {"function": f"{Path(path).name}:{line}({name})", "cumulative_s": round(v[3], 3), "own_s": round(v[2], 3)}
