@@ -354,12 +354,15 @@ def run_benchmarks(
     runs: list[ScriptRun] = []
     earlier = earlier or {}
 
+    def without_gpu(benchmark: Benchmark) -> ScriptRun:
+        return ScriptRun(benchmark.name, "skipped", display(benchmark.command(quick)), "no GPU on this machine")
+
     def upcoming(later: Benchmark) -> ScriptRun:
         """A script after the current one, as the summary shows it meanwhile."""
         if later.name in earlier:
             return earlier[later.name]
         if later.needs_gpu and not has_gpu:
-            return ScriptRun(later.name, "skipped", display(later.command(quick)), "no GPU on this machine")
+            return without_gpu(later)
         return ScriptRun(later.name, "pending", display(later.command(quick)), "still to run")
 
     chosen = [b for b in benchmarks if b.name in selected]
@@ -372,9 +375,7 @@ def run_benchmarks(
             runs.append(ScriptRun(benchmark.name, "skipped", detail="left out of this run (--only/--skip)"))
             continue
         if benchmark.needs_gpu and not has_gpu:
-            runs.append(
-                ScriptRun(benchmark.name, "skipped", display(benchmark.command(quick)), "no GPU on this machine")
-            )
+            runs.append(without_gpu(benchmark))
             print(f"==> {benchmark.name}: not run: no GPU on this machine", flush=True)
             continue
         if benchmark.needs_wrk and not wrk_present:

@@ -86,9 +86,7 @@ class Decision:
 
     def record(self) -> RetrainDecisionRecord:
         """The decision as the lake's decision log keeps it."""
-        # Field by field, not `asdict`: its deep copy of numbers and thresholds is the validation's too.
-        content = {f.name: getattr(self, f.name) for f in fields(self)}
-        return RetrainDecisionRecord.model_validate({**content, "days": list(self.days)})
+        return RetrainDecisionRecord.model_validate({**_fields_of(self), "days": list(self.days)})
 
 
 def _decision(
@@ -119,14 +117,15 @@ def _decision(
     return Decision(at, action, reason, days, numbers, thresholds, decision_id, run_key)
 
 
-def _signal_fields(signal: PartitionSignal) -> dict[str, Any]:
-    """The signal's fields by name: `asdict` without its deep copy (the fields are numbers, text and a
-    tuple of text; a three-year first tick called it twice per day)."""
-    return {f.name: getattr(signal, f.name) for f in fields(PartitionSignal)}
+def _fields_of(instance: Any) -> dict[str, Any]:
+    """A dataclass's fields by name: `asdict` without its deep copy, which a three-year first tick paid
+    three times a day (signals hold numbers, text and a tuple of text; a decision's dicts are copied
+    by its record's validation anyway)."""
+    return {f.name: getattr(instance, f.name) for f in fields(instance)}
 
 
 def _fingerprint(signal: PartitionSignal) -> str:
-    content = {k: v for k, v in _signal_fields(signal).items() if not (k in _LATER_FIELDS and v is None)}
+    content = {k: v for k, v in _fields_of(signal).items() if not (k in _LATER_FIELDS and v is None)}
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -176,7 +175,7 @@ def decide(
         # same way is decided (and alerted) again.
         evidence = {"day": signal.day, "signal": fp, "replaces": state.seen.get(signal.day)}
         state.seen[signal.day] = fp
-        numbers = {k: v for k, v in _signal_fields(signal).items() if v not in (None, ())}
+        numbers = {k: v for k, v in _fields_of(signal).items() if v not in (None, ())}
         if not signal.quality_passed:
             # Failed data never trains a model; it raises a data-quality alert instead.
             decisions.append(
