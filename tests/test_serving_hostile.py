@@ -237,8 +237,8 @@ class Window:
 
 def run_soak(server: Hostile, seconds: float) -> None:
     """c=16 clients, a mix of valid requests on every endpoint, for `seconds`: every answer a 200,
-    the workers' memory settles during a warm-up, and at the end its floor is within 10% of the
-    warm-up's, its peak under WORKER_RSS_LIMIT throughout."""
+    the workers' memory settles during a warm-up, the lowest floor of the last 30 s is within 10% of
+    the warm-up's highest, and the peak stays under WORKER_RSS_LIMIT throughout."""
     records = server.built.records
     bodies = [
         ("/predict", json.dumps(records[1]).encode(), "application/json"),
@@ -283,7 +283,9 @@ def run_soak(server: Hostile, seconds: float) -> None:
 
     # What a single RSS sample shows swings with the memory the requests of that moment hold (glibc's
     # heap in use went from 50 to 107 MB and back within a minute): a window's floor is what the
-    # worker keeps between them, where a leak shows. Its peak stays bounded too.
+    # worker keeps between them, where a leak shows. Floors still vary with where the worker's heap
+    # trim (every 10 s) falls in a window (296-350 MB in a ten-minute soak with no trend), so the end
+    # is judged by the lowest of its last three; a leak lifts them all. Peaks stay bounded too.
     # Warm-up: buffers, caches, Arrow's pool and the allocator's arenas grow to their working set.
     # A fixed time was not enough on a busy CI machine (fewer requests answered in it, memory still
     # rising afterwards), so it runs until a 5 s window's floor is no more than 3% above the highest
@@ -293,7 +295,6 @@ def run_soak(server: Hostile, seconds: float) -> None:
         warm_up.append(run(5.0))
     steps = max(1, round(seconds / 10))
     series = [run(seconds / steps) for _ in range(steps)]
-    floors = [max(w.floor for w in warm_up)] + [w.floor for w in series]
     print(
         f"soak: {dict(answered)} answered, errors {dict(errors)}; worker RSS floor (peak) in the warm-up: "
         + " → ".join(str(w) for w in warm_up)
@@ -307,7 +308,7 @@ def run_soak(server: Hostile, seconds: float) -> None:
     assert not errors
     assert all(answered[route] > 0 for route, _, _ in bodies)
     assert max(w.peak for w in warm_up + series) < WORKER_RSS_LIMIT
-    assert floors[-1] < floors[0] * 1.10
+    assert min(w.floor for w in series[-3:]) < max(w.floor for w in warm_up) * 1.10
 
 
 def test_soak_short(hostile: Hostile) -> None:
