@@ -298,7 +298,7 @@ def run_soak(server: Hostile, seconds: float) -> None:
     print(
         f"soak: {dict(answered)} answered, errors {dict(errors)}; worker RSS floor (peak) in the warm-up: "
         + " → ".join(str(w) for w in warm_up)
-        + f" MB; every {seconds / steps:.0f} s from the warm-up's highest floor: "
+        + f" MB; then every {seconds / steps:.0f} s: "
         + " → ".join(str(w) for w in series)
         + " MB"
     )

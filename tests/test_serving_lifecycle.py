@@ -344,7 +344,7 @@ def test_a_worker_whose_stop_hangs_writes_its_log_and_exits(tmp_path: Path) -> N
 
 
 HEAP_AFTER_A_PEAK = """
-import sys, time
+import os, sys, time
 from pathlib import Path
 
 from kennel.serving.workers import WorkerLifecycle
@@ -360,7 +360,7 @@ class Log:
 
 def rss():
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 base = rss()
